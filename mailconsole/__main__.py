@@ -1,0 +1,5 @@
+import sys
+
+from mailconsole.cli import main
+
+sys.exit(main())
