@@ -17,6 +17,7 @@ from mailconsole.engine.broker import Broker
 from mailconsole.engine.clock import Clock
 from mailconsole.engine.events import EngineStateChanged, EventBus
 from mailconsole.engine.ids import new_worker_id
+from mailconsole.engine.ops import Ops
 from mailconsole.engine.pipeline import Pipeline
 from mailconsole.engine.render import Renderer
 from mailconsole.engine.scheduler import Scheduler
@@ -57,8 +58,12 @@ class Engine:
             message_id_domain=settings.message_id_domain,
             max_size=settings.smtp.max_message_size,
         )
-        self.pipeline = Pipeline(settings, self.store, self.pool, self.renderer, self.clock, self.bus)
-        self.scheduler = Scheduler(settings, self.store, self.broker, self.clock, self.bus)
+        self.pipeline = Pipeline(
+            settings, self.store, self.pool, self.renderer, self.clock, self.bus
+        )
+        self.scheduler = Scheduler(
+            settings, self.store, self.broker, self.clock, self.bus
+        )
         self._started = False
 
     async def start(self) -> None:
@@ -76,7 +81,9 @@ class Engine:
         self.pipeline.start()
         await self.broker.consume(self.pipeline.on_delivery)
         self.scheduler.start()
-        self.bus.publish(EngineStateChanged(self.clock.now(), "engine", True, "consuming"))
+        self.bus.publish(
+            EngineStateChanged(self.clock.now(), "engine", True, "consuming")
+        )
         log.info("worker %s consuming %r", self.worker_id, self.settings.queue)
 
     async def stop(self) -> None:
@@ -96,6 +103,18 @@ class Engine:
         await self.broker.close()
         await self.db.dispose()
         log.info("worker %s stopped", self.worker_id)
+
+    def ops(self, actor: str) -> Ops:
+        """The operations API over this engine's store, broker and event bus."""
+        return Ops(
+            self.settings,
+            db=self.db,
+            broker=self.broker,
+            bus=self.bus,
+            clock=self.clock,
+            actor=actor,
+            wake_scheduler=self.scheduler.wake,
+        )
 
     async def run_until_idle(self, timeout: float = 30.0, settle: float = 0.2) -> None:
         """Wait until nothing is queued, in flight or due (tests and ``drain``).
