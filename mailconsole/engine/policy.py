@@ -13,7 +13,7 @@ import random
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from mailconsole.config import RetrySettings
 
@@ -275,30 +275,22 @@ def human_reason(
     enhanced: str | None = None,
     text: str = "",
     after_data: bool = False,
-    attempts: int | None = None,
-    elapsed: timedelta | None = None,
 ) -> str:
-    """One line an on-call human can act on, for a failure or for giving up.
+    """One line an on-call human can act on.
 
     Args:
         stage: where it failed.
         code, enhanced, text: the relay's reply, or ``code=None`` and a description
             of what went wrong (``"connection refused to relay:25"``) in ``text``.
         after_data: no reply came after the whole message was sent.
-        attempts: when set, the message is being given up on after this many
-            attempts (over ``elapsed``, if given) and the rest describes the last.
 
     Returns:
         For example ``"recipient refused: 550 5.1.1 <bob@x.com>: user unknown (no
-        such mailbox; fix the address)"`` or ``"gave up after 10 attempts over 1
-        day: last reply 451 4.7.1 greylisted"``.
+        such mailbox; fix the address)"`` or ``"relay unreachable: connection
+        refused to smtp.example.com:25 (check MAILCONSOLE_SMTP_HOST or the relay)"``.
     """
+    enhanced = enhanced or parse_enhanced(text)
     reply = _reply(code, enhanced, text)
-    if attempts is not None:
-        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-        over = f" over {_span(elapsed)}" if elapsed is not None else ""
-        last = "last reply" if code is not None else "last error:"
-        return f"gave up after {tries}{over}: {last} {reply}"
     if after_data:
         return (
             f"no reply after the message was sent: {reply} (it may have been "
@@ -311,3 +303,39 @@ def human_reason(
         prefix = _STAGE_PREFIX[stage]
         hint = _hint(code, enhanced)
     return f"{prefix}: {reply}" + (f" ({hint})" if hint else "")
+
+
+class FailureLike(Protocol):
+    """What :func:`describe_failure` reads (``smtp.SmtpFailure`` has it)."""
+
+    stage: Stage
+    code: int | None
+    enhanced: str | None
+    text: str
+    after_data: bool
+
+
+def describe_failure(failure: FailureLike) -> str:
+    """:func:`human_reason` for a failed transaction."""
+    return human_reason(
+        stage=failure.stage,
+        code=failure.code,
+        enhanced=failure.enhanced,
+        text=failure.text,
+        after_data=failure.after_data,
+    )
+
+
+def gave_up_reason(
+    attempts: int, created_at: datetime, now: datetime, last: str
+) -> str:
+    """Why a message ended dead with retries left undone, e.g. ``"gave up after 10
+    attempts over 1 day: message refused: 451 4.7.1 greylisted"``.
+
+    Args:
+        attempts: attempts made, the last one included.
+        created_at, now: the message's age is the span between them.
+        last: the reason the last attempt failed (:func:`describe_failure`).
+    """
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    return f"gave up after {tries} over {_span(now - created_at)}: {_one_line(last)}"
