@@ -22,6 +22,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from mailconsole.config import mask_url
 from mailconsole.engine.errors import BrokerUnavailable, PublishFailed
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Broker:
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
             await self.close()
             raise BrokerUnavailable(
-                f"RabbitMQ is not reachable at {_safe(self._url)}: {exc or type(exc).__name__}"
+                f"RabbitMQ is not reachable at {mask_url(self._url)}: {exc or type(exc).__name__}"
                 " (start it with `rabbitmq-server -detached`, or set MAILCONSOLE_AMQP_URL)"
             ) from None
 
@@ -149,23 +150,30 @@ class Broker:
                 log.debug("cancel consumer: %s", exc)
         self._consumer_tag = None
 
-    async def ensure_consuming(self) -> bool:
+    async def ensure_consuming(self, *, starved: bool) -> bool:
         """The watchdog: re-register the consumer if the broker no longer has it.
 
         aio-pika can report a healthy robust connection whose consumer was not restored
-        after a reconnect; the broker's consumer count is the ground truth. Returns
-        whether a repair was needed.
+        after a reconnect. The broker's ``consumer_count`` leaves out consumers whose
+        prefetch window is full, so it proves a loss only when this worker holds no
+        delivery and has received none for a while (``starved``) although messages
+        wait. Returns whether a repair was made.
         """
         if self._handler is None or self._consumer_tag is None or not self.connected:
             return False
         channel_dead = self._consume_channel is None or self._consume_channel.is_closed
         if not channel_dead:
             depth = await self.depth()
-            if depth is None or depth.consumers > 0:
+            if not starved or depth is None or depth.consumers > 0 or depth.ready == 0:
                 return False
         log.warning("consumer on %r lost; registering it again", self.queue_name)
-        handler = self._handler
-        await self.consume(handler)
+        old, self._consume_channel = self._consume_channel, None
+        if old is not None and not old.is_closed:
+            try:
+                await asyncio.wait_for(old.close(), 5)
+            except Exception as exc:
+                log.debug("closing the old consumer channel: %s", exc)
+        await self.consume(self._handler)
         return True
 
     async def depth(self) -> QueueDepth | None:
@@ -209,7 +217,3 @@ async def nack(message: AbstractIncomingMessage) -> None:
         log.debug("nack failed (%s); the broker redelivers on close", exc)
 
 
-def _safe(url: str) -> str:
-    from mailconsole.config import mask_url
-
-    return mask_url(url)

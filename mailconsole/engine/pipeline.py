@@ -153,6 +153,7 @@ class Pipeline:
         self._stopping = asyncio.Event()
         self._hard_bounces: list[tuple[str, str]] = []
         self.released: list[str] = []
+        self._last_delivery = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +165,7 @@ class Pipeline:
     async def on_delivery(self, delivery: AbstractIncomingMessage) -> None:
         """The broker's consumer callback: hand over and return at once."""
         self.counters.received += 1
+        self._last_delivery = time.monotonic()
         await self._incoming.put(delivery)
 
     @property
@@ -176,6 +178,10 @@ class Pipeline:
             and not self._intake_busy
             and not self._writer_busy
         )
+
+    def starved(self, seconds: float) -> bool:
+        """Holding no delivery and none received for ``seconds``."""
+        return self.idle and time.monotonic() - self._last_delivery > seconds
 
     async def stop(self, grace: float) -> None:
         """Stop after the broker stopped delivering: requeue what was not stored, let

@@ -37,8 +37,10 @@ class Scheduler:
         broker: Broker,
         clock: Clock,
         bus: EventBus,
+        starved: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
+        self._starved = starved
         self.store = store
         self.broker = broker
         self.clock = clock
@@ -106,7 +108,7 @@ class Scheduler:
         await self.publish(orphans, "recovered from a stopped worker")
 
     async def watchdog(self) -> None:
-        if await self.broker.ensure_consuming():
+        if await self.broker.ensure_consuming(starved=self._starved()):
             self.bus.publish(
                 EngineStateChanged(self.clock.now(), "broker", True, "consumer re-registered")
             )
