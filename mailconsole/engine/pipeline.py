@@ -145,7 +145,7 @@ class Pipeline:
         self.rng = random.Random()
         self._incoming: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._claims: asyncio.Queue[_Claim] = asyncio.Queue(maxsize=settings.concurrency * 2)
-        self._results: asyncio.Queue[Result] = asyncio.Queue()
+        self._results: asyncio.Queue[tuple[Result, asyncio.Future[None]]] = asyncio.Queue()
         self._sending: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._intake_busy = False
@@ -218,17 +218,21 @@ class Pipeline:
     # -- intake -----------------------------------------------------------------------
     async def _intake_loop(self) -> None:
         while True:
-            batch = await self._drain(self._incoming)
+            # Claim no more than the senders can start soon: every claimed row is
+            # flagged "possible duplicate" if this worker dies holding it.
+            room = self._claims.maxsize - self._claims.qsize()
+            batch = await self._drain(self._incoming, max(1, room))
             self._intake_busy = True
             try:
                 await self._intake(batch)
             finally:
                 self._intake_busy = False
 
-    async def _drain(self, queue: asyncio.Queue[_T]) -> list[_T]:
+    async def _drain(self, queue: asyncio.Queue[_T], limit: int | None = None) -> list[_T]:
         batch = [await queue.get()]
         deadline = time.monotonic() + self.settings.batch_wait
-        while len(batch) < self.settings.batch_size:
+        size = min(limit or self.settings.batch_size, self.settings.batch_size)
+        while len(batch) < size:
             if queue.empty():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -288,7 +292,11 @@ class Pipeline:
             self.counters.in_flight += 1
             try:
                 result = await self._send(item)
-                await self._results.put(result)
+                # Wait for the commit before taking the next message: what a crash can
+                # send twice (relay said 250, store does not know) stays <= concurrency.
+                committed = asyncio.get_running_loop().create_future()
+                await self._results.put((result, committed))
+                await committed
                 self._sending.discard(item.claim.id)
             finally:
                 self.counters.in_flight -= 1
@@ -346,9 +354,12 @@ class Pipeline:
             batch = await self._drain(self._results)
             self._writer_busy = True
             try:
-                await self._write(batch)
+                await self._write([result for result, _ in batch])
             finally:
                 self._writer_busy = False
+            for _, committed in batch:
+                if not committed.done():
+                    committed.set_result(None)
 
     async def _write(self, batch: list[Result]) -> None:
         bounces, self._hard_bounces = self._hard_bounces, []
