@@ -96,6 +96,8 @@ class Settings(_Group):
     """A worker silent for 3 intervals is presumed dead and its sends are recovered."""
     shutdown_grace: float = Field(30.0, ge=0)
     publish_timeout: float = Field(10.0, gt=0)
+    reconnect_interval: float = Field(5.0, gt=0)
+    """Seconds between attempts to reconnect to RabbitMQ after a drop."""
     requeue_stale_after: float = Field(300.0, gt=0)
     """A message queued this long without being picked up is published again
     (covers a crash between the scheduler's commit and its publish)."""

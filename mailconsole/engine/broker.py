@@ -50,12 +50,14 @@ class Broker:
         prefetch: int = 200,
         publish_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        reconnect_interval: float = 5.0,
     ) -> None:
         self._url = url
         self.queue_name = queue
         self._prefetch = prefetch
         self._publish_timeout = publish_timeout
         self._connect_timeout = connect_timeout
+        self._reconnect_interval = reconnect_interval
         self._connection: AbstractRobustConnection | None = None
         self._consume_channel: AbstractChannel | None = None
         self._publish_channel: AbstractChannel | None = None
@@ -71,7 +73,11 @@ class Broker:
         """
         try:
             self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(self._url, timeout=self._connect_timeout),
+                aio_pika.connect_robust(
+                    self._url,
+                    timeout=self._connect_timeout,
+                    reconnect_interval=self._reconnect_interval,
+                ),
                 self._connect_timeout + 1,
             )
             self._publish_channel = await self._connection.channel(

@@ -50,6 +50,7 @@ class Engine:
             settings.queue,
             prefetch=settings.prefetch,
             publish_timeout=settings.publish_timeout,
+            reconnect_interval=settings.reconnect_interval,
         )
         self.store = DeliveryStore(self.db, self.worker_id)
         self.pool = SmtpPool(settings.smtp)

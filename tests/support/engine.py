@@ -25,14 +25,10 @@ if TYPE_CHECKING:
     from mailconsole.engine.runtime import Engine
 
 
-def fast_settings(
-    *, amqp_url: str, queue: str, database_url: str, smtp_port: int, **over: Any
-) -> Settings:
+def fast_settings(*, queue: str, smtp_port: int, **over: Any) -> Settings:
     """Settings whose retries, heartbeats and sweeps run in fractions of a second."""
     values: dict[str, Any] = {
-        "amqp_url": amqp_url,
         "queue": queue,
-        "database_url": database_url,
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "timeout": 5, "pool_size": 4},
         "retry": {"max_attempts": 5, "base_delay": 0.05, "max_delay": 0.2, "max_age": 60},
         "concurrency": 8,
@@ -40,6 +36,7 @@ def fast_settings(
         "heartbeat_interval": 0.5,
         "requeue_stale_after": 5,
         "shutdown_grace": 5,
+        "reconnect_interval": 0.2,
     }
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
@@ -129,7 +126,8 @@ def engine_factory(
 
     def make(smtp_port: int, **over: Any) -> Settings:
         over.setdefault("database_url", f"sqlite+aiosqlite:///{tmp_path}/store.db")
-        return fast_settings(amqp_url=amqp_url, queue=queue_name, smtp_port=smtp_port, **over)
+        over.setdefault("amqp_url", amqp_url)
+        return fast_settings(queue=queue_name, smtp_port=smtp_port, **over)
 
     return make
 
