@@ -105,10 +105,11 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     flagged = {m.recipients for m in stored if m.possible_duplicate}
     # Only messages in flight at the kill may arrive twice, and each is flagged.
     assert doubled <= flagged, (doubled, flagged)
-    # concurrency is 8: at most 8 sends can be past the 250 and before the commit,
-    # and at most 3 x 8 rows claimed (in flight + the senders' queue) get flagged.
+    # concurrency is 8: at most 8 sends can be past the 250 and before the commit;
+    # flagged are the rows it had claimed: 8 in flight + 16 queued for the senders
+    # + 1 being taken in when the queue was full.
     assert len(doubled) <= 8, f"more duplicates than sends in flight: {len(doubled)}"
-    assert len(flagged) <= 24, f"flagged more than the worker had claimed: {len(flagged)}"
+    assert len(flagged) <= 25, f"flagged more than the worker had claimed: {len(flagged)}"
     print(
         f"killed after {killed_at} deliveries; duplicates {len(doubled)}, flagged {len(flagged)}"
     )
