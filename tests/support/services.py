@@ -20,7 +20,7 @@ POSTGRES_URL = os.environ.get(
     "MAILCONSOLE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 MYSQL_URL = os.environ.get(
-    "MAILCONSOLE_TEST_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1:3306/test"
+    "MAILCONSOLE_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306/test"
 )
 
 
@@ -30,7 +30,7 @@ def services_required() -> bool:
 
 def require_service(name: str, url: str) -> None:
     """Skip (locally) or fail (in CI) when nothing listens at the URL's host and port."""
-    parts = urlsplit(url.replace("+asyncpg", "").replace("+aiomysql", ""))
+    parts = urlsplit(url.replace("+asyncpg", "").replace("+asyncmy", ""))
     host, port = parts.hostname or "127.0.0.1", parts.port
     try:
         with socket.create_connection((host, port or 0), timeout=2):
