@@ -61,7 +61,9 @@ def secrets_of(settings: Settings) -> list[str]:
     return found + encoded
 
 
-def configure(settings: Settings, *, stream: object = None) -> None:
+def configure(settings: Settings, *, stream: object = None, quiet: bool = False) -> None:
+    """Log to stderr. ``quiet`` (one-shot commands) keeps the AMQP libraries' own
+    connection errors out, since the command reports the failure in one line."""
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
@@ -74,4 +76,5 @@ def configure(settings: Settings, *, stream: object = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     for noisy in ("aiormq", "aio_pika", "aiosqlite", "sqlalchemy.engine"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+        level = logging.CRITICAL if quiet else max(logging.WARNING, root.level)
+        logging.getLogger(noisy).setLevel(level)
