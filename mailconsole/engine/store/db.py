@@ -8,7 +8,9 @@ for a writer. PostgreSQL and MySQL use one engine for both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,29 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_ID = 727_001
+
+# Alembic keeps its migration context in module globals, so two upgrades in one
+# process must not interleave even on different connections.
+_UPGRADE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _upgrade_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    return _UPGRADE_LOCKS.setdefault(loop, asyncio.Lock())
 
 
 def _sqlite_pragmas(immediate: bool) -> Any:
@@ -63,7 +82,11 @@ class Database:
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
         else:
-            kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 10}
+            kwargs: dict[str, Any] = {
+                "pool_pre_ping": True,
+                "pool_size": 10,
+                "max_overflow": 10,
+            }
             if self.dialect in ("mysql", "mariadb"):
                 kwargs["pool_recycle"] = 3600
                 kwargs["isolation_level"] = "READ COMMITTED"
@@ -77,10 +100,29 @@ class Database:
         return self.dialect in ("postgresql", "mysql", "mariadb")
 
     async def upgrade(self) -> None:
-        """Apply every pending migration (Alembic ``upgrade head``)."""
-        async with self.write_engine.connect() as conn:
-            await conn.run_sync(_upgrade)
-            await conn.commit()
+        """Apply every pending migration (Alembic ``upgrade head``).
+
+        Workers starting together must not both create the tables: SQLite serialises
+        them with ``BEGIN IMMEDIATE``, PostgreSQL with a transaction-scoped advisory
+        lock, MySQL (whose DDL commits by itself) with a named lock.
+        """
+        async with _upgrade_lock(), self.write_engine.connect() as conn:
+            if self.dialect == "postgresql":
+                await conn.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"
+                )
+            elif self.dialect in ("mysql", "mariadb"):
+                await conn.exec_driver_sql(
+                    "SELECT GET_LOCK('mailconsole_migrate', 120)"
+                )
+            try:
+                await conn.run_sync(_upgrade)
+                await conn.commit()
+            finally:
+                if self.dialect in ("mysql", "mariadb"):
+                    await conn.exec_driver_sql(
+                        "SELECT RELEASE_LOCK('mailconsole_migrate')"
+                    )
 
     async def dispose(self) -> None:
         await self.write_engine.dispose()

@@ -259,7 +259,11 @@ class DeliveryStore:
     ) -> None:
         await session.execute(insert(MessageRow), [self._row(m, now) for m in items])
         recipients = [
-            {"message_id": m.id, "address": r.lower(), "domain": r.rpartition("@")[2].lower()}
+            {
+                "message_id": m.id,
+                "address": r.lower(),
+                "domain": r.rpartition("@")[2].lower(),
+            }
             for m in items
             for r in m.recipients
         ]
@@ -343,7 +347,9 @@ class DeliveryStore:
                 status=bindparam("b_status"),
                 attempts=bindparam("b_attempts"),
                 rcpt_state=bindparam("b_rcpt_state", type_=MessageRow.rcpt_state.type),
-                next_attempt_at=bindparam("b_next", type_=MessageRow.next_attempt_at.type),
+                next_attempt_at=bindparam(
+                    "b_next", type_=MessageRow.next_attempt_at.type
+                ),
                 last_error=bindparam("b_error"),
                 last_code=bindparam("b_code"),
                 last_enhanced=bindparam("b_enhanced"),
@@ -361,7 +367,9 @@ class DeliveryStore:
         first = [r.id for r in results if r.attempt and r.attempts == 1]
         if first:
             await conn.execute(
-                update(MessageRow).where(MessageRow.id.in_(first)).values(first_attempt_at=now)
+                update(MessageRow)
+                .where(MessageRow.id.in_(first))
+                .values(first_attempt_at=now)
             )
 
     async def _suppress(
@@ -422,7 +430,9 @@ class DeliveryStore:
             await self._mark_queued(session, ids, now, extra={"next_attempt_at": None})
             return ids
 
-    async def requeue_stale(self, now: datetime, older_than: float, limit: int) -> list[str]:
+    async def requeue_stale(
+        self, now: datetime, older_than: float, limit: int
+    ) -> list[str]:
         """Queued messages nobody picked up for ``older_than`` seconds (their publish
         may have been lost in a crash): refreshed and returned to publish again. A
         second copy on the queue is harmless: only one delivery can claim the row."""
@@ -461,10 +471,15 @@ class DeliveryStore:
             )
             note = "worker stopped responding while sending; it may have been delivered"
             await self._mark_queued(
-                session, ids, now, extra={"possible_duplicate": True, "last_error": note}
+                session,
+                ids,
+                now,
+                extra={"possible_duplicate": True, "last_error": note},
             )
             await session.execute(
-                update(WorkerRow).where(WorkerRow.id.in_(dead_workers)).values(stopped_at=now)
+                update(WorkerRow)
+                .where(WorkerRow.id.in_(dead_workers))
+                .values(stopped_at=now)
             )
             return ids
 
@@ -519,7 +534,11 @@ class DeliveryStore:
             if row is None:
                 session.add(
                     WorkerRow(
-                        id=self.worker_id, host=host, pid=pid, started_at=now, heartbeat_at=now
+                        id=self.worker_id,
+                        host=host,
+                        pid=pid,
+                        started_at=now,
+                        heartbeat_at=now,
                     )
                 )
             else:
@@ -528,7 +547,9 @@ class DeliveryStore:
     async def stopped(self, now: datetime) -> None:
         async with self.db.write() as session, session.begin():
             await session.execute(
-                update(WorkerRow).where(WorkerRow.id == self.worker_id).values(stopped_at=now)
+                update(WorkerRow)
+                .where(WorkerRow.id == self.worker_id)
+                .values(stopped_at=now)
             )
 
 
@@ -539,7 +560,9 @@ def _suppress_recipients(m: NewMessage, suppressed: dict[str, str]) -> NewMessag
     state = {r: ("refused" if r in hit else s) for r, s in m.rcpt_state.items()}
     reasons = "; ".join(f"{r} ({suppressed[r.lower()]})" for r in hit)
     if "pending" in state.values():
-        return replace(m, rcpt_state=state, last_error=f"suppressed recipients skipped: {reasons}")
+        return replace(
+            m, rcpt_state=state, last_error=f"suppressed recipients skipped: {reasons}"
+        )
     return replace(
         m,
         status=Status.DEAD,

@@ -39,14 +39,18 @@ class UTCDateTime(TypeDecorator[datetime]):
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store")
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
 
@@ -98,9 +102,14 @@ class MessageRow(Base):
     first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    age_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Where the retry max age counts from after an operator replay restarted it;
+    ``None`` means ``created_at`` (migration 0002)."""
 
     __table_args__ = (
         Index("ix_messages_status_due", "status", "next_attempt_at"),
+        # Newest-first lists of one status (dead, held ...) page off this index.
+        Index("ix_messages_status_created", "status", "created_at"),
         Index("ix_messages_status_updated", "status", "updated_at"),
         Index("ix_messages_created", "created_at"),
         Index("ix_messages_body_sha256", "body_sha256"),
@@ -113,8 +122,14 @@ class RecipientRow(Base):
 
     __tablename__ = "message_recipients"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE")
+    )
     address: Mapped[str] = mapped_column(String(320))
     domain: Mapped[str] = mapped_column(String(255))
 
@@ -130,8 +145,14 @@ class AttemptRow(Base):
 
     __tablename__ = "attempts"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE")
+    )
     number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int] = mapped_column(Integer)
@@ -145,7 +166,11 @@ class AttemptRow(Base):
     replies: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     """Per recipient: {"recipient", "code", "enhanced", "text"}."""
 
-    __table_args__ = (Index("ix_attempts_message", "message_id", "number"),)
+    __table_args__ = (
+        Index("ix_attempts_message", "message_id", "number"),
+        # Sent/failed per minute and hour (stats) are range counts over this index.
+        Index("ix_attempts_started", "started_at", "outcome"),
+    )
 
 
 class AuditRow(Base):
@@ -153,7 +178,11 @@ class AuditRow(Base):
 
     __tablename__ = "audit"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(32))

@@ -7,7 +7,9 @@ from alembic import context
 from mailconsole.engine.store.models import Base
 
 connection = context.config.attributes.get("connection")
-if connection is None:  # pragma: no cover - only reached when alembic's CLI is used directly
+if (
+    connection is None
+):  # pragma: no cover - only reached when alembic's CLI is used directly
     raise SystemExit("run migrations with `mailconsole db upgrade`")
 
 context.configure(
