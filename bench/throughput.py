@@ -53,7 +53,9 @@ def start_sink(port: int) -> tuple[subprocess.Popen[bytes], str]:
         f"c=Controller(H(), hostname='127.0.0.1', port={port}); c.start()\n"
         "import time\nwhile True: time.sleep(3600)\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code]), "aiosmtpd (install postfix for smtp-sink)"
+    return subprocess.Popen(
+        [sys.executable, "-c", code]
+    ), "aiosmtpd (install postfix for smtp-sink)"
 
 
 def wait_port(port: int, timeout: float = 10) -> None:
@@ -99,7 +101,9 @@ async def delete_queue(url: str, queue: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    url = os.environ.get("MAILCONSOLE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    url = os.environ.get(
+        "MAILCONSOLE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
+    )
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     sink, sink_name = start_sink(port)
@@ -132,12 +136,22 @@ async def run(args: argparse.Namespace) -> None:
         cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         print(f"sink:            {sink_name}")
         print(f"store:           {db_url.split(':')[0]}")
-        print(f"messages:        {args.messages} (sent {counters.sent}, dead {counters.dead})")
-        print(f"publish:         {publish_s:.2f} s ({args.messages / publish_s:.0f} msgs/s, confirmed)")
+        print(
+            f"messages:        {args.messages} (sent {counters.sent}, dead {counters.dead})"
+        )
+        print(
+            f"publish:         {publish_s:.2f} s "
+            f"({args.messages / publish_s:.0f} msgs/s, confirmed)"
+        )
         print(f"deliver:         {elapsed:.2f} s")
         print(f"throughput:      {args.messages / elapsed:.0f} msgs/s")
-        print(f"engine CPU:      {cpu:.2f} s ({cpu / args.messages * 1000:.2f} ms/message)")
-        print(f"pool/concurrency/prefetch/batch: {args.pool}/{args.concurrency}/{args.prefetch}/{args.batch}")
+        print(
+            f"engine CPU:      {cpu:.2f} s ({cpu / args.messages * 1000:.2f} ms/message)"
+        )
+        print(
+            "pool/concurrency/prefetch/batch: "
+            f"{args.pool}/{args.concurrency}/{args.prefetch}/{args.batch}"
+        )
     finally:
         sink.terminate()
         sink.wait()
@@ -152,7 +166,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--prefetch", type=int, default=400)
     parser.add_argument("--batch", type=int, default=200)
-    parser.add_argument("--database-url", help="store URL (default: SQLite in a temp dir)")
+    parser.add_argument(
+        "--database-url", help="store URL (default: SQLite in a temp dir)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

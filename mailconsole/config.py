@@ -78,7 +78,9 @@ class Settings(_Group):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
     queue: str = "mail"
-    database_url: SecretStr = Field(default_factory=lambda: SecretStr(default_database_url()))
+    database_url: SecretStr = Field(
+        default_factory=lambda: SecretStr(default_database_url())
+    )
     smtp: SmtpSettings = SmtpSettings()
     retry: RetrySettings = RetrySettings()
     concurrency: int = Field(32, ge=1, le=4096)

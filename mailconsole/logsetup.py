@@ -61,7 +61,9 @@ def secrets_of(settings: Settings) -> list[str]:
     return found + encoded
 
 
-def configure(settings: Settings, *, stream: object = None, quiet: bool = False) -> None:
+def configure(
+    settings: Settings, *, stream: object = None, quiet: bool = False
+) -> None:
     """Log to stderr. ``quiet`` (one-shot commands) keeps the AMQP libraries' own
     connection errors out, since the command reports the failure in one line."""
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]

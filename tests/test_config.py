@@ -12,7 +12,9 @@ from mailconsole.config import ConfigError, load_settings, mask_url
 
 def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text('queue = "from-file"\nconcurrency = 3\n[smtp]\nhost = "file-relay"\nport = 2525\n')
+    toml.write_text(
+        'queue = "from-file"\nconcurrency = 3\n[smtp]\nhost = "file-relay"\nport = 2525\n'
+    )
     env = {"MAILCONSOLE_SMTP_HOST": "env-relay", "MAILCONSOLE_CONCURRENCY": "5"}
     settings = load_settings({"concurrency": 7}, config_file=toml, environ=env)
     assert settings.queue == "from-file"
@@ -39,10 +41,21 @@ def test_environment_names_follow_the_documented_pattern() -> None:
         "MAILCONSOLE_TEMPLATES_DIR": "/tmp/t",
     }
     s = load_settings(environ=env, config_file=None)
-    assert (s.smtp.tls, s.smtp.verify, s.smtp.timeout, s.smtp.pool_size) == ("starttls", False, 2.5, 3)
-    assert (s.retry.max_attempts, s.retry.base_delay, s.retry.max_delay) == (4, 0.25, 1.5)
+    assert (s.smtp.tls, s.smtp.verify, s.smtp.timeout, s.smtp.pool_size) == (
+        "starttls",
+        False,
+        2.5,
+        3,
+    )
+    assert (s.retry.max_attempts, s.retry.base_delay, s.retry.max_delay) == (
+        4,
+        0.25,
+        1.5,
+    )
     assert s.retry.max_age == 90 and str(s.templates_dir) == "/tmp/t"
-    assert s.smtp.password is not None and s.smtp.password.get_secret_value() == "hunter22"
+    assert (
+        s.smtp.password is not None and s.smtp.password.get_secret_value() == "hunter22"
+    )
 
 
 def test_a_bad_setting_is_one_line_naming_it() -> None:
@@ -62,7 +75,9 @@ def test_config_command_masks_every_secret(
 ) -> None:
     monkeypatch.setenv("MAILCONSOLE_SMTP_PASSWORD", "s3cret-pw")
     monkeypatch.setenv("MAILCONSOLE_AMQP_URL", "amqp://app:amqp-pw@rabbit:5672/")
-    monkeypatch.setenv("MAILCONSOLE_DATABASE_URL", "postgresql+asyncpg://app:db-pw@pg/mail")
+    monkeypatch.setenv(
+        "MAILCONSOLE_DATABASE_URL", "postgresql+asyncpg://app:db-pw@pg/mail"
+    )
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     for secret in ("s3cret-pw", "amqp-pw", "db-pw"):

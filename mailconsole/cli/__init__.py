@@ -7,10 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mailconsole.cli import send, system
+from mailconsole.cli import actions, console, messages, send, suppress, system, transfer
 from mailconsole.cli.common import (
     EXIT_USAGE,
     add_setting_flags,
+    add_setting_flags_to_subcommands,
     fail,
     run,
     settings_from,
@@ -24,16 +25,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mailconsole",
         description="Deliver application mail from RabbitMQ over SMTP, and operate it.",
     )
-    parser.add_argument("--no-ui", action="store_true", help="run the engine as a headless worker")
+    parser.add_argument(
+        "--no-ui", action="store_true", help="run the engine as a headless worker"
+    )
+    parser.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="console: only observe the shared store and broker (no sending here)",
+    )
+    console.add_console_flags(parser)
     add_setting_flags(parser)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for module in _command_modules():
         module.register(sub)
+    add_setting_flags_to_subcommands(parser)
     return parser
 
 
 def _command_modules() -> list[object]:
-    return [send, system]
+    return [send, system, console, messages, actions, suppress, transfer]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,15 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
-    configure(settings)
     command = getattr(args, "command", None)
+    configure(settings, quiet=command is not None)
     if command is not None:
         return run(command(args, settings))
     if args.no_ui:
         from mailconsole.cli.worker import run_worker
 
         return run(run_worker(settings))
-    return fail("the console is not available in this build; use --no-ui", EXIT_USAGE)
+    return run(console.run_console(args, settings))
 
 
 if __name__ == "__main__":

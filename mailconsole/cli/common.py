@@ -29,19 +29,38 @@ SETTING_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("settings (override MAILCONSOLE_* and the config file)")
-    g.add_argument("--config", type=Path, help="TOML settings file")
-    g.add_argument("--amqp-url", help="RabbitMQ URL")
-    g.add_argument("--queue", help="queue name (default: mail)")
-    g.add_argument("--database-url", help="SQLAlchemy URL of the store")
-    g.add_argument("--smtp-host")
-    g.add_argument("--smtp-port", type=int)
-    g.add_argument("--smtp-tls", choices=["none", "starttls", "tls"])
-    g.add_argument("--concurrency", type=int)
-    g.add_argument("--templates-dir", type=Path)
-    g.add_argument("--log-format", choices=["text", "json"])
-    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+def add_setting_flags(
+    parser: argparse.ArgumentParser, *, suppress: bool = False
+) -> None:
+    """The settings flags. With ``suppress`` an unset flag leaves no attribute, so a
+    subcommand's copy never overwrites the same flag given before the subcommand."""
+    g = parser.add_argument_group(
+        "settings (override MAILCONSOLE_* and the config file)"
+    )
+    kw: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    g.add_argument("--config", type=Path, help="TOML settings file", **kw)
+    g.add_argument("--amqp-url", help="RabbitMQ URL", **kw)
+    g.add_argument("--queue", help="queue name (default: mail)", **kw)
+    g.add_argument("--database-url", help="SQLAlchemy URL of the store", **kw)
+    g.add_argument("--smtp-host", **kw)
+    g.add_argument("--smtp-port", type=int, **kw)
+    g.add_argument("--smtp-tls", choices=["none", "starttls", "tls"], **kw)
+    g.add_argument("--concurrency", type=int, **kw)
+    g.add_argument("--templates-dir", type=Path, **kw)
+    g.add_argument("--log-format", choices=["text", "json"], **kw)
+    g.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], **kw
+    )
+
+
+def add_setting_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Accept the settings flags after the subcommand too (``mailconsole db upgrade
+    --database-url ...``), at every level of nesting."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_setting_flags(child, suppress=True)
+                add_setting_flags_to_subcommands(child)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--context", help="template variables as a JSON object")
     p.add_argument("--send-at", help="ISO-8601 time with offset")
     p.add_argument("--id", help="idempotency key (generated when absent)")
-    p.add_argument("--json", dest="json_file", help="FILE or - : one JSON object or JSON lines")
+    p.add_argument(
+        "--json", dest="json_file", help="FILE or - : one JSON object or JSON lines"
+    )
     p.set_defaults(command=command)
 
 
@@ -52,7 +54,9 @@ def _from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _from_json(source: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    text = (
+        sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    )
     stripped = text.strip()
     if not stripped:
         return []

@@ -123,7 +123,7 @@ class Broker:
                 ),
                 self._publish_timeout,
             )
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise PublishFailed(
                 f"RabbitMQ did not confirm a publish within {self._publish_timeout:g}s"
             ) from None
@@ -144,7 +144,9 @@ class Broker:
         self._handler = handler
         self._consume_channel = await self._connection.channel(publisher_confirms=False)
         await self._consume_channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await self._consume_channel.declare_queue(self.queue_name, durable=True)
+        self._queue = await self._consume_channel.declare_queue(
+            self.queue_name, durable=True
+        )
         self._consumer_tag = await self._queue.consume(handler, no_ack=False)
 
     async def stop_consuming(self) -> None:
@@ -212,7 +214,9 @@ async def ack(message: AbstractIncomingMessage, *, multiple: bool = False) -> bo
         await asyncio.wait_for(message.ack(multiple=multiple), 5)
         return True
     except Exception as exc:
-        log.warning("ack failed (%s); the broker will redeliver, the store deduplicates", exc)
+        log.warning(
+            "ack failed (%s); the broker will redeliver, the store deduplicates", exc
+        )
         return False
 
 
@@ -221,5 +225,3 @@ async def nack(message: AbstractIncomingMessage) -> None:
         await asyncio.wait_for(message.nack(requeue=True), 5)
     except Exception as exc:
         log.debug("nack failed (%s); the broker redelivers on close", exc)
-
-

@@ -75,7 +75,9 @@ def after_send(
     """
     back = _originals(ctx, sent_as)
     state = dict(ctx.claim.rcpt_state)
-    replies = [_reply_json(r, back.get(r.recipient, r.recipient)) for r in outcome.accepted]
+    replies = [
+        _reply_json(r, back.get(r.recipient, r.recipient)) for r in outcome.accepted
+    ]
     for reply in outcome.accepted:
         state[back.get(reply.recipient, reply.recipient)] = SENT
     hard: list[RecipientReply] = []
@@ -84,7 +86,9 @@ def after_send(
         original = back.get(reply.recipient, reply.recipient)
         replies.append(_reply_json(reply, original))
         verdict = policy.classify_reply(reply.code, reply.enhanced, reply.text)
-        state[original] = PENDING if verdict is not policy.Outcome.PERMANENT else REFUSED
+        state[original] = (
+            PENDING if verdict is not policy.Outcome.PERMANENT else REFUSED
+        )
         if policy.is_hard_bounce(reply.code, reply.enhanced):
             hard.append(reply)
         errors.append(f"{original}: {reply.code} {reply.text}".strip())
@@ -99,7 +103,10 @@ def after_send(
     )
     if not outcome.refused:
         return _result(ctx, Status.SENT, state, attempt, sent=True), hard
-    reason = f"refused by the relay for {len(outcome.refused)} of {len(state)} recipients: " + "; ".join(errors)
+    reason = (
+        f"refused by the relay for {len(outcome.refused)} of {len(state)} recipients: "
+        + "; ".join(errors)
+    )
     return (
         _settle(ctx, state, attempt, reason, last, now=now, retry=retry, rng=rng),
         hard,
@@ -123,7 +130,10 @@ def after_failure(
     for reply in failure.refused:
         original = back.get(reply.recipient, reply.recipient)
         replies.append(_reply_json(reply, original))
-        if policy.classify_reply(reply.code, reply.enhanced, reply.text) is policy.Outcome.PERMANENT:
+        if (
+            policy.classify_reply(reply.code, reply.enhanced, reply.text)
+            is policy.Outcome.PERMANENT
+        ):
             state[original] = REFUSED
         if policy.is_hard_bounce(reply.code, reply.enhanced):
             hard.append(reply)
@@ -141,7 +151,14 @@ def after_failure(
     )
     reason = policy.describe_failure(failure)
     result = _settle(
-        ctx, state, attempt, reason, failure, now=now, retry=retry, rng=rng,
+        ctx,
+        state,
+        attempt,
+        reason,
+        failure,
+        now=now,
+        retry=retry,
+        rng=rng,
         possible_duplicate=failure.after_data,
     )
     return result, hard
@@ -166,17 +183,41 @@ def _settle(
     text = getattr(last, "text", None)
     if PENDING in state.values():
         due = policy.next_attempt_at(
-            attempts=attempts, created_at=ctx.claim.created_at, now=now, retry=retry, rng=rng
+            attempts=attempts,
+            created_at=ctx.claim.created_at,
+            now=now,
+            retry=retry,
+            rng=rng,
         )
         if due is not None:
             return Result(
-                ctx.claim.id, Status.SCHEDULED, attempts, state, due, reason, code, enhanced,
-                text, ctx.claim.possible_duplicate or possible_duplicate, False, attempt,
+                ctx.claim.id,
+                Status.SCHEDULED,
+                attempts,
+                state,
+                due,
+                reason,
+                code,
+                enhanced,
+                text,
+                ctx.claim.possible_duplicate or possible_duplicate,
+                False,
+                attempt,
             )
         reason = policy.gave_up_reason(attempts, ctx.claim.created_at, now, reason)
     return Result(
-        ctx.claim.id, Status.DEAD, attempts, state, None, reason, code, enhanced, text,
-        ctx.claim.possible_duplicate or possible_duplicate, False, attempt,
+        ctx.claim.id,
+        Status.DEAD,
+        attempts,
+        state,
+        None,
+        reason,
+        code,
+        enhanced,
+        text,
+        ctx.claim.possible_duplicate or possible_duplicate,
+        False,
+        attempt,
     )
 
 
@@ -189,8 +230,18 @@ def _result(
     sent: bool,
 ) -> Result:
     return Result(
-        ctx.claim.id, status, ctx.claim.attempts + 1, state, None, None, None, None,
-        attempt.get("reply"), ctx.claim.possible_duplicate, sent, attempt,
+        ctx.claim.id,
+        status,
+        ctx.claim.attempts + 1,
+        state,
+        None,
+        None,
+        None,
+        None,
+        attempt.get("reply"),
+        ctx.claim.possible_duplicate,
+        sent,
+        attempt,
     )
 
 
@@ -198,6 +249,16 @@ def rejected(claim: Claimed, reason: str) -> Result:
     """The message can never be sent as it is (bad payload, template error, size)."""
     state = {r: (REFUSED if s == PENDING else s) for r, s in claim.rcpt_state.items()}
     return Result(
-        claim.id, Status.DEAD, claim.attempts, state, None, reason, None, None, None,
-        claim.possible_duplicate, False, None,
+        claim.id,
+        Status.DEAD,
+        claim.attempts,
+        state,
+        None,
+        reason,
+        None,
+        None,
+        None,
+        claim.possible_duplicate,
+        False,
+        None,
     )

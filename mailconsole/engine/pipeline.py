@@ -37,7 +37,7 @@ from mailconsole.engine.events import (
     MessageSent,
 )
 from mailconsole.engine.ids import new_message_id
-from mailconsole.engine.render import RenderError, Renderer
+from mailconsole.engine.render import Renderer, RenderError
 from mailconsole.engine.smtp import SmtpFailure, SmtpPool
 from mailconsole.engine.store.delivery import (
     Claimed,
@@ -144,8 +144,12 @@ class Pipeline:
         self.counters = Counters()
         self.rng = random.Random()
         self._incoming: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._claims: asyncio.Queue[_Claim] = asyncio.Queue(maxsize=settings.concurrency * 2)
-        self._results: asyncio.Queue[tuple[Result, asyncio.Future[None]]] = asyncio.Queue()
+        self._claims: asyncio.Queue[_Claim] = asyncio.Queue(
+            maxsize=settings.concurrency * 2
+        )
+        self._results: asyncio.Queue[tuple[Result, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
         self._sending: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._intake_busy = False
@@ -160,7 +164,9 @@ class Pipeline:
         self._tasks.append(asyncio.create_task(self._intake_loop(), name="intake"))
         self._tasks.append(asyncio.create_task(self._writer_loop(), name="writer"))
         for n in range(self.settings.concurrency):
-            self._tasks.append(asyncio.create_task(self._sender_loop(), name=f"sender-{n}"))
+            self._tasks.append(
+                asyncio.create_task(self._sender_loop(), name=f"sender-{n}")
+            )
 
     async def on_delivery(self, delivery: AbstractIncomingMessage) -> None:
         """The broker's consumer callback: hand over and return at once."""
@@ -228,7 +234,9 @@ class Pipeline:
             finally:
                 self._intake_busy = False
 
-    async def _drain(self, queue: asyncio.Queue[_T], limit: int | None = None) -> list[_T]:
+    async def _drain(
+        self, queue: asyncio.Queue[_T], limit: int | None = None
+    ) -> list[_T]:
         batch = [await queue.get()]
         deadline = time.monotonic() + self.settings.batch_wait
         size = min(limit or self.settings.batch_size, self.settings.batch_size)
@@ -267,7 +275,9 @@ class Pipeline:
             try:
                 return await self.store.ingest(items, self.clock.now())
             except Exception as exc:
-                log.error("store unavailable, %d deliveries wait unacked: %s", len(items), exc)
+                log.error(
+                    "store unavailable, %d deliveries wait unacked: %s", len(items), exc
+                )
                 if self._stopping.is_set():
                     return None
                 await asyncio.sleep(STORE_RETRY_DELAY)
@@ -280,7 +290,9 @@ class Pipeline:
         elif outcome.action == "stored" and outcome.message_id:
             if outcome.status == Status.DEAD:
                 self.counters.dead += 1
-            self.bus.publish(MessageAccepted(now, outcome.message_id, outcome.status or ""))
+            self.bus.publish(
+                MessageAccepted(now, outcome.message_id, outcome.status or "")
+            )
         elif outcome.action == "send" and outcome.claimed is not None:
             await self._claims.put(_Claim(outcome.claimed, job))
 
@@ -320,19 +332,29 @@ class Pipeline:
         ctx_args = {"now": started, "retry": self.settings.retry, "rng": self.rng}
         try:
             sent = await self.pool.send(
-                rendered.envelope_from, rendered.recipients, rendered.data,
+                rendered.envelope_from,
+                rendered.recipients,
+                rendered.data,
                 smtputf8=rendered.smtputf8,
             )
         except SmtpFailure as failure:
             ctx = self._ctx(claim, pending, started, t0)
-            result, hard = outcomes.after_failure(ctx, failure, rendered.recipients, **ctx_args)
+            result, hard = outcomes.after_failure(
+                ctx, failure, rendered.recipients, **ctx_args
+            )
         else:
             ctx = self._ctx(claim, pending, started, t0)
-            result, hard = outcomes.after_send(ctx, sent, rendered.recipients, **ctx_args)
+            result, hard = outcomes.after_send(
+                ctx, sent, rendered.recipients, **ctx_args
+            )
         if hard and self.settings.suppress_hard_bounces:
             self._hard_bounces.extend(
-                (ctx.recipients[rendered.recipients.index(h.recipient)]
-                 if h.recipient in rendered.recipients else h.recipient, h.text)
+                (
+                    ctx.recipients[rendered.recipients.index(h.recipient)]
+                    if h.recipient in rendered.recipients
+                    else h.recipient,
+                    h.text,
+                )
                 for h in hard
             )
         return result
@@ -365,10 +387,14 @@ class Pipeline:
         bounces, self._hard_bounces = self._hard_bounces, []
         while True:
             try:
-                await self.store.record_results(batch, self.clock.now(), suppress=bounces)
+                await self.store.record_results(
+                    batch, self.clock.now(), suppress=bounces
+                )
                 break
             except Exception as exc:
-                log.error("store unavailable, %d results wait in memory: %s", len(batch), exc)
+                log.error(
+                    "store unavailable, %d results wait in memory: %s", len(batch), exc
+                )
                 await asyncio.sleep(STORE_RETRY_DELAY)
         now = self.clock.now()
         for r in batch:
@@ -380,6 +406,13 @@ class Pipeline:
                 self.counters.failed += 1
                 if r.status is Status.DEAD:
                     self.counters.dead += 1
-                self.bus.publish(AttemptFailed(now, r.id, str(r.status), r.last_error or ""))
-                log.info("message %s attempt %d: %s -> %s", r.id, r.attempts, r.last_error, r.status)
-
+                self.bus.publish(
+                    AttemptFailed(now, r.id, str(r.status), r.last_error or "")
+                )
+                log.info(
+                    "message %s attempt %d: %s -> %s",
+                    r.id,
+                    r.attempts,
+                    r.last_error,
+                    r.status,
+                )

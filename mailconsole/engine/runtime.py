@@ -20,7 +20,7 @@ from mailconsole.engine.ids import new_worker_id
 from mailconsole.engine.ops import Ops
 from mailconsole.engine.pipeline import Pipeline
 from mailconsole.engine.render import Renderer
-from mailconsole.engine.scheduler import WATCHDOG_INTERVAL, Scheduler
+from mailconsole.engine.scheduler import Scheduler
 from mailconsole.engine.smtp import SmtpPool
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.delivery import DeliveryStore

@@ -8,6 +8,7 @@ what prevents a double send, not the publish. Loops stop on the engine's stop ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -53,9 +54,13 @@ class Scheduler:
         every = self.settings.scheduler_interval
         beat = self.settings.heartbeat_interval
         self._tasks = [
-            asyncio.create_task(self._every(every, self.tick, wake=True), name="scheduler"),
+            asyncio.create_task(
+                self._every(every, self.tick, wake=True), name="scheduler"
+            ),
             asyncio.create_task(self._every(beat, self.heartbeat), name="heartbeat"),
-            asyncio.create_task(self._every(WATCHDOG_INTERVAL, self.watchdog), name="watchdog"),
+            asyncio.create_task(
+                self._every(WATCHDOG_INTERVAL, self.watchdog), name="watchdog"
+            ),
         ]
 
     def wake(self) -> None:
@@ -80,10 +85,8 @@ class Scheduler:
             except Exception as exc:  # a loop must outlive a database or broker outage
                 log.error("%s failed: %s", getattr(job, "__name__", job), exc)
             waiter = self._wake if wake else self._stop
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), interval)
-            except TimeoutError:
-                pass
             if wake:
                 self._wake.clear()
 
@@ -104,13 +107,17 @@ class Scheduler:
         stale_before = now - timedelta(seconds=3 * self.settings.heartbeat_interval)
         orphans = await self.store.recover_orphans(now, stale_before)
         if orphans:
-            log.warning("recovered %d messages from a worker that stopped", len(orphans))
+            log.warning(
+                "recovered %d messages from a worker that stopped", len(orphans)
+            )
         await self.publish(orphans, "recovered from a stopped worker")
 
     async def watchdog(self) -> None:
         if await self.broker.ensure_consuming(starved=self._starved()):
             self.bus.publish(
-                EngineStateChanged(self.clock.now(), "broker", True, "consumer re-registered")
+                EngineStateChanged(
+                    self.clock.now(), "broker", True, "consumer re-registered"
+                )
             )
 
     async def publish(self, ids: list[str], cause: str) -> None:

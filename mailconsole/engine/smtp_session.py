@@ -74,10 +74,9 @@ def wire_format(data: bytes) -> tuple[bytes, int]:
     """The DATA payload (CRLF-only, dot-stuffed, ``.CRLF``-terminated) and its
     RFC 1870 size (the CRLF-normalised message before dot-stuffing)."""
     crlf = data.count(b"\r\n")
-    if data.count(b"\n") == crlf == data.count(b"\r"):
-        body = data  # already CRLF-only, as ``render`` makes it: skip the copy
-    else:
-        body = _LINE_END.sub(b"\r\n", data)
+    # Already CRLF-only, as ``render`` makes it: skip the copy.
+    clean = data.count(b"\n") == crlf == data.count(b"\r")
+    body = data if clean else _LINE_END.sub(b"\r\n", data)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     size = len(body)

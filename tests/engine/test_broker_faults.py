@@ -44,7 +44,10 @@ async def test_connection_cut_while_consuming_recovers_without_loss_or_double_se
     settings = engine_factory(server.port, amqp_url=via(proxy, amqp_url), prefetch=10)
     engine = await running(settings)
     await publish_raw(
-        amqp_url, queue_name, [dotnet_job(n, f"u{n}@example.com") for n in range(total)], persistent=True
+        amqp_url,
+        queue_name,
+        [dotnet_job(n, f"u{n}@example.com") for n in range(total)],
+        persistent=True,
     )
 
     async def some_sent() -> bool:

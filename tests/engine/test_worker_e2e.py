@@ -296,8 +296,12 @@ async def test_relay_down_then_back_delivers_everything(
 
 
 async def test_the_engine_runs_on_every_store_backend(
-    amqp_url: str, queue_name: str, store_url: str, make_smtp_server: Callable[..., FaultySMTPServer],
-    engine_factory: Make, running: Start,
+    amqp_url: str,
+    queue_name: str,
+    store_url: str,
+    make_smtp_server: Callable[..., FaultySMTPServer],
+    engine_factory: Make,
+    running: Start,
 ) -> None:
     server = make_smtp_server(
         faults=[
@@ -306,7 +310,9 @@ async def test_the_engine_runs_on_every_store_backend(
         ]
     )
     engine = await running(engine_factory(server.port, database_url=store_url))
-    bodies = [dotnet_job(n, f"u{n}@example.com") for n in range(10)] + [dotnet_job(99, "gone@example.com")]
-    await publish_raw(amqp_url, queue_name, bodies + [b"not json"])
+    bodies = [dotnet_job(n, f"u{n}@example.com") for n in range(10)] + [
+        dotnet_job(99, "gone@example.com")
+    ]
+    await publish_raw(amqp_url, queue_name, [*bodies, b"not json"])
     await wait_for_statuses(engine.db, {"sent": 10, "dead": 2})
     assert sorted(server.count_by_message_id().values()) == [1] * 10

@@ -109,7 +109,9 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     # flagged are the rows it had claimed: 8 in flight + 16 queued for the senders
     # + 1 being taken in when the queue was full.
     assert len(doubled) <= 8, f"more duplicates than sends in flight: {len(doubled)}"
-    assert len(flagged) <= 25, f"flagged more than the worker had claimed: {len(flagged)}"
+    assert len(flagged) <= 25, (
+        f"flagged more than the worker had claimed: {len(flagged)}"
+    )
     print(
         f"killed after {killed_at} deliveries; duplicates {len(doubled)}, flagged {len(flagged)}"
     )
@@ -148,3 +150,48 @@ async def test_sigterm_finishes_in_flight_sends_and_the_rest_goes_out_once(
     per_recipient = Counter(r for m in server.received for r in m.recipients)
     assert sorted(per_recipient.values()) == [1] * total
     assert not any(m.possible_duplicate for m in stored)
+
+
+async def test_json_logs_never_carry_the_password(
+    amqp_url: str,
+    queue_name: str,
+    make_smtp_server: type[FaultySMTPServer],
+    tmp_path: Path,
+) -> None:
+    import base64
+    import json
+
+    password = "Wr0ng-Passw0rd-xyz"
+    server = make_smtp_server(auth=("mailer", "the-right-one"))
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/store.db"
+    env = worker_env(amqp_url, queue_name, db_url, server.port)
+    env.update(
+        {
+            "MAILCONSOLE_SMTP_USERNAME": "mailer",
+            "MAILCONSOLE_SMTP_PASSWORD": password,
+            "MAILCONSOLE_LOG_FORMAT": "json",
+            "MAILCONSOLE_LOG_LEVEL": "DEBUG",
+        }
+    )
+    await publish_raw(amqp_url, queue_name, [dotnet_job(1)])
+    log = tmp_path / "w.log"
+    worker = start_worker(env, log)
+    db = Database(db_url)
+    try:
+        await wait_for_statuses(db, {"scheduled": 1}, timeout=30)
+        [row] = await rows(db)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        await db.dispose()
+    assert "MAILCONSOLE_SMTP_USERNAME" in (row.last_error or ""), row.last_error
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert lines and all(
+        {"ts", "level", "logger", "msg"} <= set(line) for line in lines
+    )
+    encoded = base64.b64encode(password.encode()).decode()
+    plain = base64.b64encode(f"\0mailer\0{password}".encode()).decode()
+    for secret in (password, encoded, plain):
+        assert secret not in text
+        assert secret not in (row.last_error or "") + (row.last_reply or "")

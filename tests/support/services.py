@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
-AMQP_URL = os.environ.get("MAILCONSOLE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+AMQP_URL = os.environ.get(
+    "MAILCONSOLE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
+)
 POSTGRES_URL = os.environ.get(
     "MAILCONSOLE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -99,7 +101,9 @@ async def _drop_database(url: str, name: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres", "mysql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[str]:
+async def store_url(
+    request: pytest.FixtureRequest, tmp_path: object
+) -> AsyncIterator[str]:
     """The same test on each store backend, each with a database of its own."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/store.db"

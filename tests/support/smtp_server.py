@@ -241,7 +241,7 @@ class FaultySMTPServer:
         return collections.Counter(r.message_id for r in list(self.received))
 
     # A per-call deadline reads best in tests (the brief's API), hence the noqa.
-    async def wait_for(self, n: int, timeout: float = 5.0) -> list[Received]:  # noqa: ASYNC109
+    async def wait_for(self, n: int, timeout: float = 5.0) -> list[Received]:
         """Wait until at least ``n`` messages were received; returns them all.
 
         Raises:
@@ -252,7 +252,7 @@ class FaultySMTPServer:
         )
         return list(self.received)
 
-    async def wait_for_event(self, event: str, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_for_event(self, event: str, timeout: float = 5.0) -> None:
         """Wait until a client did ``event`` (see :attr:`events`), e.g. ``"rcpt"``."""
         await self._wait_until(lambda: event in self.events, timeout, repr(event))
 

@@ -76,7 +76,9 @@ async def row(db: Database, message_id: str) -> MessageRow:
         return found
 
 
-async def test_new_messages_are_claimed_and_duplicates_by_key_are_not(db: Database) -> None:
+async def test_new_messages_are_claimed_and_duplicates_by_key_are_not(
+    db: Database,
+) -> None:
     store = DeliveryStore(db, "w1")
     await store.heartbeat(NOW, "h", 1)
     out = await store.ingest([new("m-1", idempotency_key="k1")], NOW)
@@ -93,14 +95,18 @@ async def test_a_redelivered_body_without_key_matches_by_hash(db: Database) -> N
     store = DeliveryStore(db, "w1")
     first = await store.ingest([new("m-1", body_sha256="abc")], NOW)
     assert first[0].action == "send"
-    second = await store.ingest([new("m-2", body_sha256="abc", match_by_hash=True)], NOW)
+    second = await store.ingest(
+        [new("m-2", body_sha256="abc", match_by_hash=True)], NOW
+    )
     assert second[0].action == "duplicate" and second[0].message_id == "m-1"
     # the same body published again on purpose (not redelivered) is a new message
     third = await store.ingest([new("m-3", body_sha256="abc")], NOW)
     assert third[0].action == "send"
 
 
-async def test_results_are_recorded_only_while_this_worker_owns_the_row(db: Database) -> None:
+async def test_results_are_recorded_only_while_this_worker_owns_the_row(
+    db: Database,
+) -> None:
     mine, other = DeliveryStore(db, "w1"), DeliveryStore(db, "w2")
     await mine.ingest([new("m-1")], NOW)
     await other.record_results([sent_result("m-1")], NOW)
@@ -168,7 +174,10 @@ async def test_suppressed_recipients_are_refused_at_ingest(db: Database) -> None
     async with db.write() as session, session.begin():
         session.add(
             SuppressionRow(
-                address="b@example.com", reason="550 5.1.1", source="bounce", created_at=NOW
+                address="b@example.com",
+                reason="550 5.1.1",
+                source="bounce",
+                created_at=NOW,
             )
         )
     out = await store.ingest(
@@ -186,13 +195,20 @@ async def test_suppressed_recipients_are_refused_at_ingest(db: Database) -> None
     dead = await row(db, "m-1")
     assert dead.status == Status.DEAD and "suppression list" in (dead.last_error or "")
     assert out[1].claimed is not None
-    assert out[1].claimed.rcpt_state == {"b@example.com": "refused", "c@example.com": "pending"}
+    assert out[1].claimed.rcpt_state == {
+        "b@example.com": "refused",
+        "c@example.com": "pending",
+    }
 
 
 async def test_concurrent_schedulers_never_claim_the_same_row(db: Database) -> None:
     setup = DeliveryStore(db, "w0")
     await setup.ingest(
-        [new(f"m-{n}", status=Status.SCHEDULED, next_attempt_at=NOW) for n in range(60)], NOW
+        [
+            new(f"m-{n}", status=Status.SCHEDULED, next_attempt_at=NOW)
+            for n in range(60)
+        ],
+        NOW,
     )
     workers = [DeliveryStore(db, f"w{n}") for n in range(1, 4)]
 
