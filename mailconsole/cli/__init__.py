@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from mailconsole.cli import actions, console, messages, send, suppress, system, transfer
 from mailconsole.cli.common import (
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_modules() -> list[object]:
+def _command_modules() -> list[ModuleType]:
     return [send, system, console, messages, actions, suppress, transfer]
 
 

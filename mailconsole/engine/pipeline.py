@@ -329,7 +329,6 @@ class Pipeline:
             return outcomes.rejected(claim, f"cannot be rendered: {exc}")
         started = self.clock.now()
         t0 = time.perf_counter()
-        ctx_args = {"now": started, "retry": self.settings.retry, "rng": self.rng}
         try:
             sent = await self.pool.send(
                 rendered.envelope_from,
@@ -340,12 +339,22 @@ class Pipeline:
         except SmtpFailure as failure:
             ctx = self._ctx(claim, pending, started, t0)
             result, hard = outcomes.after_failure(
-                ctx, failure, rendered.recipients, **ctx_args
+                ctx,
+                failure,
+                rendered.recipients,
+                now=started,
+                retry=self.settings.retry,
+                rng=self.rng,
             )
         else:
             ctx = self._ctx(claim, pending, started, t0)
             result, hard = outcomes.after_send(
-                ctx, sent, rendered.recipients, **ctx_args
+                ctx,
+                sent,
+                rendered.recipients,
+                now=started,
+                retry=self.settings.retry,
+                rng=self.rng,
             )
         if hard and self.settings.suppress_hard_bounces:
             self._hard_bounces.extend(
