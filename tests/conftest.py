@@ -1,18 +1,29 @@
-"""Shared fixtures. Service fixtures live in tests/support/services.py."""
+"""Shared fixtures. Service fixtures live in tests/support/services.py, engine ones in
+tests/support/engine.py; the fault-injecting SMTP server in tests/support/smtp_server.py."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.smtp_server import FaultySMTPServer
 
 pytest_plugins = ["tests.support.services", "tests.support.engine"]
 
 
-# --- smtp fixtures ---
-# The fault-injecting SMTP server (tests/support/smtp_server.py), started per test.
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.support.smtp_server import FaultySMTPServer  # noqa: E402
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Commands run in-process (``cli.main``) point the root logger at the stderr of
+    their test; a server thread logging after that test would write to a closed
+    stream. Each test gets the root logger back as it found it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -36,6 +47,3 @@ def smtp_server(
 ) -> FaultySMTPServer:
     """A plain, well-behaved recording server; add ``Fault``s to ``.faults``."""
     return make_smtp_server()
-
-
-# --- end smtp fixtures ---

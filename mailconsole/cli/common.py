@@ -48,9 +48,7 @@ def add_setting_flags(
     g.add_argument("--concurrency", type=int, **kw)
     g.add_argument("--templates-dir", type=Path, **kw)
     g.add_argument("--log-format", choices=["text", "json"], **kw)
-    g.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], **kw
-    )
+    g.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], **kw)
 
 
 def add_setting_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:

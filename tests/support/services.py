@@ -1,7 +1,7 @@
 """Fixtures for the real services the tests talk to: RabbitMQ, PostgreSQL, MariaDB.
 
 A service that does not answer skips its tests locally, but fails them when ``CI`` or
-``MAILCONSOLE_REQUIRE_SERVICES`` is set: a green CI must mean the tests really ran.
+``MAILCONSOLE_TEST_REQUIRE_SERVICES`` is set: a green CI must mean the tests really ran.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ MYSQL_URL = os.environ.get(
 
 
 def services_required() -> bool:
-    return bool(os.environ.get("CI") or os.environ.get("MAILCONSOLE_REQUIRE_SERVICES"))
+    return bool(
+        os.environ.get("CI") or os.environ.get("MAILCONSOLE_TEST_REQUIRE_SERVICES")
+    )
 
 
 def require_service(name: str, url: str) -> None:
