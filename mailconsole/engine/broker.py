@@ -189,13 +189,15 @@ class Broker:
         if self._publish_channel is None or self._publish_channel.is_closed:
             return None
         try:
-            queue = await asyncio.wait_for(
-                self._publish_channel.declare_queue(self.queue_name, passive=True), 5
+            # The raw channel: aio-pika's robust channel answers a passive declare of
+            # a queue it declared before from its cache, with the counts of then.
+            channel = await self._publish_channel.get_underlay_channel()
+            result = await asyncio.wait_for(
+                channel.queue_declare(self.queue_name, passive=True), 5
             )
         except Exception as exc:
             log.debug("queue depth: %s", exc)
             return None
-        result = queue.declaration_result
         return QueueDepth(result.message_count or 0, result.consumer_count or 0)
 
     async def close(self) -> None:

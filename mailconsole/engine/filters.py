@@ -39,6 +39,8 @@ KEYS = (
     "group",
     "dup",
 )
+NO_STATUS = ("none",)
+"""A status condition no message meets (no state is called that)."""
 _STATUS_ALIASES = {"waiting": tuple(str(s) for s in WAITING)}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
@@ -89,10 +91,14 @@ class Filter:
         return self == Filter()
 
     def with_statuses(self, statuses: tuple[str, ...]) -> Filter:
-        """This filter limited to ``statuses`` (intersected with its own, if any)."""
+        """This filter limited to ``statuses`` (intersected with its own, if any).
+
+        An empty intersection (``hold`` asked for ``status:sent``) matches nothing:
+        it must not fall back to "no condition on the status"."""
         if not self.statuses:
             return replace(self, statuses=statuses)
-        return replace(self, statuses=tuple(s for s in self.statuses if s in statuses))
+        both = tuple(s for s in self.statuses if s in statuses)
+        return replace(self, statuses=both or NO_STATUS)
 
 
 @dataclass(slots=True)

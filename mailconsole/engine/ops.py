@@ -25,7 +25,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from mailconsole.config import Settings
+from sqlalchemy.exc import SQLAlchemyError
+
+from mailconsole.config import Settings, mask_url
 from mailconsole.engine import filters
 from mailconsole.engine.broker import Broker
 from mailconsole.engine.clock import Clock
@@ -110,11 +112,20 @@ class Ops:
 
         Raises:
             BrokerUnavailable: ``broker="required"`` and RabbitMQ did not answer.
+            MailconsoleError: the store did not answer (or could not be upgraded).
         """
-        db = Database(settings.database_url.get_secret_value())
+        url = settings.database_url.get_secret_value()
+        db = Database(url)
         link: Broker | None = None
         try:
-            await db.upgrade()
+            try:
+                await db.upgrade()
+            except (OSError, SQLAlchemyError) as exc:
+                # One line for the operator, not a driver traceback.
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise MailconsoleError(
+                    f"the store is not reachable at {mask_url(url)}: {reason}"
+                ) from None
             if broker != "none":
                 link = Broker(
                     settings.amqp_url.get_secret_value(),

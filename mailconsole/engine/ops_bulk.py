@@ -74,8 +74,15 @@ async def refusals(
     after = ""
     while rows := await queries.states(clauses, after, BATCH):
         after = rows[-1].id
-        for row in rows:
-            decision = spec.decide(row, now)
+        decided = [(row, spec.decide(row, now)) for row in rows]
+        queuing = [(r, d) for r, d in decided if isinstance(d, rules.Change)]
+        addresses = {
+            a.lower() for r, d in queuing for a in rules.pending_recipients(d, r)
+        }
+        listed = await queries.suppressed(addresses)
+        for row, decision in decided:
+            if listed and isinstance(decision, rules.Change):
+                decision = rules.without_suppressed(decision, row, listed)
             if isinstance(decision, str):
                 out.append((row.id, decision))
     return out

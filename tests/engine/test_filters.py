@@ -8,6 +8,7 @@ import pytest
 
 from mailconsole.engine.errors import MailconsoleError
 from mailconsole.engine.filters import (
+    NO_STATUS,
     Filter,
     FilterError,
     parse,
@@ -96,7 +97,8 @@ def test_with_statuses_intersects_or_sets() -> None:
     assert parse("status:dead,held").with_statuses(("held", "queued")).statuses == (
         "held",
     )
-    assert parse("status:sent").with_statuses(("dead",)).statuses == ()
+    # Nothing in common matches nothing; () would mean "any status".
+    assert parse("status:sent").with_statuses(("dead",)).statuses == NO_STATUS
 
 
 @pytest.mark.parametrize(

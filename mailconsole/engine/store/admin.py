@@ -15,7 +15,7 @@ object leaves it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -35,8 +35,16 @@ from mailconsole.engine.store.models import (
     RecipientRow,
     SuppressionRow,
 )
-from mailconsole.engine.store.queries import STATE_COLUMNS
-from mailconsole.engine.store.rules import EDITABLE, Change, Decide, why_not
+from mailconsole.engine.store.queries import STATE_COLUMNS, suppressed_among
+from mailconsole.engine.store.rules import (
+    EDITABLE,
+    Change,
+    Decide,
+    RowState,
+    pending_recipients,
+    why_not,
+    without_suppressed,
+)
 
 DEADLOCK_RETRIES = 3
 _T = TypeVar("_T")
@@ -117,6 +125,7 @@ class AdminStore:
                 batch.skipped.append((message_id, decision))
             else:
                 batch.done.append(decision)
+        await _drop_suppressed(session, batch, found)
         await _update(session, batch.done)
         await _audit_rows(session, batch.done, audit, now)
         return batch
@@ -257,6 +266,27 @@ class AdminStore:
         raise AssertionError("unreachable")
 
 
+async def _drop_suppressed(
+    session: AsyncSession, batch: Batch, rows: Mapping[str, RowState]
+) -> None:
+    """Apply the suppression list to the changes that queue a message (replay,
+    release): read in the batch's transaction, so an address suppressed a moment
+    ago is honoured."""
+    queuing = [c for c in batch.done if c.publish]
+    addresses = {r.lower() for c in queuing for r in pending_recipients(c, rows[c.id])}
+    listed = await suppressed_among(session, addresses)
+    if not listed:
+        return
+    done: list[Change] = []
+    for change in batch.done:
+        decision = without_suppressed(change, rows[change.id], listed)
+        if isinstance(decision, str):
+            batch.skipped.append((change.id, decision))
+        else:
+            done.append(decision)
+    batch.done = done
+
+
 async def _update(session: AsyncSession, changes: list[Change]) -> None:
     """Conditional updates, one executemany per shape of change."""
     table = MessageRow.__table__
@@ -275,7 +305,16 @@ async def _update(session: AsyncSession, changes: list[Change]) -> None:
             | {f"v_{k}": v for k, v in c.values.items()}
             for c in group
         ]
-        await (await session.connection()).execute(stmt, params)
+        conn = await session.connection()
+        result = await conn.execute(stmt, params)
+        # The rows are locked, so every update must hit. If one did not, something
+        # bypassed the lock: undo the whole batch rather than audit a change that did
+        # not happen (asyncpg reports no per-batch count; PostgreSQL's row locks hold).
+        if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(params):
+            raise WrongState(
+                "a message changed state while this action ran; nothing was done, "
+                "try again"
+            )
 
 
 async def _audit_rows(

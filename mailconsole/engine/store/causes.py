@@ -17,7 +17,11 @@ from typing import Any, Protocol
 
 _LEADING_CODES = re.compile(r"^\s*(?:\d{3}[ -])?\s*(?:\d\.\d{1,3}\.\d{1,3}\s+)?")
 _ADDRESS = re.compile(r"<?[^\s<>@,;:]+@[^\s<>,;:]+>?")
-_TOKEN_WITH_DIGITS = re.compile(r"\b(?=[a-z0-9._-]*\d)[a-z0-9._-]{6,}\b")
+# Letters and digits mixed (queue ids, hashes): a pure number is a count or size,
+# which reads better as <n> ("quota <n> exceeded") than as an id.
+_TOKEN_WITH_DIGITS = re.compile(
+    r"\b(?=[a-z0-9._-]*\d)(?=[a-z0-9._-]*[a-z])[a-z0-9._-]{6,}\b"
+)
 _NUMBER = re.compile(r"\d+")
 
 

@@ -324,6 +324,7 @@ class DeliveryStore:
                     .where(MessageRow.id.in_([r.id for r in results]))
                     .where(MessageRow.worker_id == self.worker_id)
                     .where(MessageRow.status == Status.SENDING),
+                    wait=True,
                 )
             )
             mine = [r for r in results if r.id in owned]
@@ -418,15 +419,17 @@ class DeliveryStore:
     async def claim_due(self, now: datetime, limit: int) -> list[str]:
         """Scheduled messages whose time has come become ``queued``; returns their ids,
         which the caller publishes. Concurrent schedulers skip each other's rows."""
+        due = (
+            select(MessageRow.id)
+            .where(MessageRow.status == Status.SCHEDULED)
+            .where(MessageRow.next_attempt_at <= now)
+            .order_by(MessageRow.next_attempt_at)
+            .limit(limit)
+        )
+        if not await self._any(due):
+            return []
         async with self.db.write() as session, session.begin():
-            ids = await self._lock_ids(
-                session,
-                select(MessageRow.id)
-                .where(MessageRow.status == Status.SCHEDULED)
-                .where(MessageRow.next_attempt_at <= now)
-                .order_by(MessageRow.next_attempt_at)
-                .limit(limit),
-            )
+            ids = await self._lock_ids(session, due)
             await self._mark_queued(session, ids, now, extra={"next_attempt_at": None})
             return ids
 
@@ -436,14 +439,16 @@ class DeliveryStore:
         """Queued messages nobody picked up for ``older_than`` seconds (their publish
         may have been lost in a crash): refreshed and returned to publish again. A
         second copy on the queue is harmless: only one delivery can claim the row."""
+        stale = (
+            select(MessageRow.id)
+            .where(MessageRow.status == Status.QUEUED)
+            .where(MessageRow.queued_at < now - timedelta(seconds=older_than))
+            .limit(limit)
+        )
+        if not await self._any(stale):
+            return []
         async with self.db.write() as session, session.begin():
-            ids = await self._lock_ids(
-                session,
-                select(MessageRow.id)
-                .where(MessageRow.status == Status.QUEUED)
-                .where(MessageRow.queued_at < now - timedelta(seconds=older_than))
-                .limit(limit),
-            )
+            ids = await self._lock_ids(session, stale)
             await self._mark_queued(session, ids, now)
             return ids
 
@@ -497,14 +502,31 @@ class DeliveryStore:
                 .where(MessageRow.id.in_(list(ids)))
                 .where(MessageRow.status == Status.SENDING)
                 .where(MessageRow.worker_id == self.worker_id),
+                wait=True,
             )
             extra = {"possible_duplicate": True} if possible_duplicate else None
             await self._mark_queued(session, owned, now, extra=extra)
             return owned
 
-    async def _lock_ids(self, session: AsyncSession, stmt: Any) -> list[str]:
+    async def _any(self, stmt: Any) -> bool:
+        """Whether ``stmt`` selects any row, asked without a lock. The scheduler asks
+        every ``scheduler_interval``, and on SQLite a write transaction takes the
+        database's one write lock even when it finds nothing to do."""
+        async with self.db.read() as session:
+            return (await session.execute(stmt.limit(1))).first() is not None
+
+    async def _lock_ids(
+        self, session: AsyncSession, stmt: Any, *, wait: bool = False
+    ) -> list[str]:
+        """Lock the selected rows. Shared work (due, stale, orphaned rows) skips rows
+        someone else holds; rows this worker owns (``wait``) are waited for, in id
+        order: an operator's transaction may lock a ``sending`` row just to refuse
+        it, and skipping it would drop the result and leave the row ``sending``."""
         if self.db.supports_skip_locked:
-            stmt = stmt.with_for_update(skip_locked=True)
+            if wait:
+                stmt = stmt.order_by(MessageRow.id).with_for_update()
+            else:
+                stmt = stmt.with_for_update(skip_locked=True)
         return list((await session.execute(stmt)).scalars())
 
     async def _mark_queued(

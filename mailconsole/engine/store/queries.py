@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailconsole.engine.errors import MailconsoleError
 from mailconsole.engine.filters import Filter, TimeBound
@@ -43,6 +44,7 @@ from mailconsole.engine.store.models import (
     AuditRow,
     MessageRow,
     RecipientRow,
+    SuppressionRow,
 )
 
 FAILED = (Status.DEAD, Status.SCHEDULED)
@@ -186,6 +188,16 @@ def filter_clauses(f: Filter, now: datetime) -> list[ColumnElement[bool]]:
     return out
 
 
+async def suppressed_among(session: AsyncSession, addresses: set[str]) -> set[str]:
+    """Which of these (lower-cased) addresses are on the suppression list."""
+    if not addresses:
+        return set()
+    stmt = select(SuppressionRow.address).where(
+        SuppressionRow.address.in_(sorted(addresses))
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
 def summary(row: Any) -> MessageSummary:
     """A list entry from a row with the ``_SUMMARY`` columns (or a whole MessageRow)."""
     return MessageSummary(
@@ -218,10 +230,11 @@ class Queries:
         in Python, so they resolve here to the ids of their messages."""
         clauses = filter_clauses(f, now)
         if f.groups:
-            wanted = set(f.groups)
+            # A key's prefix will do (as with git hashes): the filter accepts 4+.
+            wanted = tuple(f.groups)
             ids: list[str] = []
             for row in await self._cause_rows(f, clauses):
-                if any(c[0] in wanted for c in causes(row)):
+                if any(c[0].startswith(wanted) for c in causes(row)):
                     ids.append(row.id)
             clauses.append(in_ids(ids))
         return clauses
@@ -277,6 +290,11 @@ class Queries:
         )
         async with self.db.read() as session:
             return list((await session.execute(stmt)).all())
+
+    async def suppressed(self, addresses: set[str]) -> set[str]:
+        """Which of these (lower-cased) addresses are on the suppression list."""
+        async with self.db.read() as session:
+            return await suppressed_among(session, addresses)
 
     async def export_page(
         self, clauses: list[ColumnElement[bool]], after: str, limit: int

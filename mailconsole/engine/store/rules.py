@@ -9,7 +9,7 @@ unless the operator forces it. No I/O here; :mod:`.admin` applies the changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -154,3 +154,36 @@ def decide_delete(row: RowState, now: datetime) -> Change | str:
         "updated_at": now,
     }
     return Change(row.id, row.status, values)
+
+
+def pending_recipients(change: Change, row: RowState) -> list[str]:
+    """Who a change that queues a message would send to (its new recipient state,
+    or the row's when the change keeps it, as release does)."""
+    state: dict[str, str] = change.values.get("rcpt_state") or dict(
+        row.rcpt_state or {}
+    )
+    return [r for r, s in state.items() if s == "pending"]
+
+
+def without_suppressed(change: Change, row: RowState, listed: set[str]) -> Change | str:
+    """A change that queues a message, minus recipients on the suppression list
+    (``listed``, lower-cased): they are marked refused, as on arrival, so no SMTP
+    attempt reaches them; with nobody left it is refused. The operator lifts a
+    suppression with ``suppress remove`` first when the address works again."""
+    if not change.publish:
+        return change
+    pending = pending_recipients(change, row)
+    hit = sorted(r for r in pending if r.lower() in listed)
+    if not hit:
+        return change
+    if len(hit) == len(pending):
+        return (
+            f"on the suppression list: {', '.join(hit)} "
+            "(`mailconsole suppress remove ADDRESS` first)"
+        )
+    state = dict(change.values.get("rcpt_state") or row.rcpt_state or {})
+    state.update(dict.fromkeys(hit, "refused"))
+    note = {**change.note, "suppressed": hit}
+    if "recipients" in note:
+        note["recipients"] = [r for r in note["recipients"] if r not in hit]
+    return replace(change, values={**change.values, "rcpt_state": state}, note=note)

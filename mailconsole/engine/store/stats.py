@@ -39,7 +39,8 @@ async def read_stats(db: Database, now: datetime) -> StoreStats:
     by_status = select(MessageRow.status, func.count()).group_by(MessageRow.status)
     waiting = MessageRow.status.in_((Status.QUEUED, Status.SCHEDULED))
     async with db.read() as session:
-        counts = dict((await session.execute(by_status)).tuples().all())
+        # Rows unpack as tuples (Result.tuples() is deprecated in SQLAlchemy 2.1).
+        counts = {s: n for s, n in (await session.execute(by_status)).all()}
         oldest = await session.scalar(
             select(func.min(MessageRow.created_at)).where(waiting)
         )

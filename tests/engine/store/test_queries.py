@@ -48,7 +48,10 @@ async def ids_of(q: Queries, query: str, limit: int = 100) -> list[str]:
         ("enhanced:4.7", ["m-0002"]),
         ("enhanced:5.1.1 to:@example.org", ["m-0003"]),
         ("greylisted", ["m-0002"]),  # last error
-        ("ORDER 4", ["m-0004"]),  # subject, both words, any case
+        ('"ORDER 4"', ["m-0004"]),  # a quoted phrase: the subject, any case
+        # Bare words are separate terms, each found in any searched field: m-0002 has
+        # "Order" in its subject and "4" in its last error (451 4.7.1 ...).
+        ("ORDER 4", ["m-0004", "m-0002"]),
         ("m-0005", ["m-0005"]),  # id
         ("cy@example", ["m-0003"]),  # recipient text
         ("id:m-0001,m-0002", ["m-0002", "m-0001"]),
@@ -105,6 +108,7 @@ async def test_failure_groups_merge_what_only_differs_by_address(db: Database) -
     assert top.reply == "<addr>: recipient address rejected: user unknown"
     assert top.example_id == "m-0003" and top.first_seen < top.last_seen
     assert await ids_of(q, f"group:{top.key}") == ["m-0003", "m-0001"]
+    assert await ids_of(q, f"group:{top.key[:6]}") == ["m-0003", "m-0001"]
     assert await ids_of(q, f"group:{top.key} status:scheduled") == []
     assert await ids_of(q, "group:0123456789ab") == []
 
