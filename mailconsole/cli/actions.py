@@ -1,6 +1,7 @@
 """``mailconsole replay``, ``retry-now``, ``hold``, ``release``, ``delete``, ``edit``.
 
-Each takes message ids, or ``--all`` with filter flags (a bulk action): a bulk action
+Each takes message ids, or filter flags and/or ``--all`` (a bulk action; ``--all``
+alone takes the action's default filter, e.g. every dead message): a bulk action
 prints its plan (how many, recipient domains, failure causes, what it would refuse),
 asks on a terminal unless ``--yes``, reports progress on stderr when that is a
 terminal, and ends with a summary. ``--dry-run`` changes nothing; ``--reason`` goes
@@ -117,12 +118,18 @@ def _command(verb: Verb) -> Callable[[argparse.Namespace, Settings], Awaitable[i
 
 
 async def run_action(verb: Verb, args: argparse.Namespace, settings: Settings) -> int:
-    if bool(args.ids) == bool(args.all):
+    if args.ids and (args.all or _has_filter(args)):
         return fail(
-            f"{verb.name}: give message ids, or --all with a filter", EXIT_USAGE
+            f"{verb.name}: give message ids, or a filter (--all, --status ...), "
+            "not both",
+            EXIT_USAGE,
         )
-    if args.ids and _has_filter(args):
-        return fail(f"{verb.name}: filter flags need --all", EXIT_USAGE)
+    # Filter flags select by themselves (`delete --status dead --older-than 7d`);
+    # --all alone means everything the action's default filter selects.
+    if not args.ids and not (args.all or _has_filter(args)):
+        return fail(
+            f"{verb.name}: give message ids, or --all and/or filter flags", EXIT_USAGE
+        )
     broker: BrokerMode = "none" if args.dry_run else verb.broker
     if args.ids:
         async with opened(settings, broker) as ops:

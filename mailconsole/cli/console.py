@@ -106,7 +106,7 @@ async def host_console(
         BrokerUnavailable: hosting an engine and RabbitMQ did not answer.
     """
     with logging_to_file(settings, log_path or default_log_path()):
-        async with _hosted(settings, read_only, observe, capture) as app:
+        async with hosted_app(settings, read_only, observe, capture) as app:
             task = None
             if extra is not None:
                 task = asyncio.create_task(extra(app.ctx.ops))
@@ -121,9 +121,12 @@ async def host_console(
 
 
 @contextlib.asynccontextmanager
-async def _hosted(
+async def hosted_app(
     settings: Settings, read_only: bool, observe: bool, capture: Any
 ) -> AsyncIterator[Any]:
+    """The console app wired to a started engine (or, observing, to ops of its own);
+    the engine is stopped when the block ends. Public for the UI tests, which drive
+    exactly this wiring."""
     from mailconsole.app import MailConsoleApp
     from mailconsole.screens.context import ConsoleContext
 
