@@ -32,6 +32,9 @@ class ComposeScreen(ConsoleScreen):
     CSS_PATH = "compose.tcss"
 
     NAV = "compose"
+    AUTO_FOCUS = (
+        "#field-from"  # not the form's scroll container: typing goes in at once
+    )
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "send", "Send", id="compose.send", priority=True),
         Binding("ctrl+o", "preview", "Preview", id="compose.preview", priority=True),

@@ -45,7 +45,10 @@ class FailureTable(DataTable[Text]):
     """Failure groups; Enter narrows the dead list to the chosen group."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Show group", show=False)
+        Binding("enter", "select_cursor", "Show group", show=False),
+        # as in MessageTable: first and last row, not a sideways scroll
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
     ]
 
     DEFAULT_CSS = """

@@ -84,7 +84,11 @@ class MessageTable(DataTable[Text]):
     """Messages, newest first, loaded a page at a time; Enter opens one."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Open", show=False)
+        Binding("enter", "select_cursor", "Open", show=False),
+        # DataTable's home/end scroll sideways; in a list of rows an operator expects
+        # the first and last row (and the last row asks for the next page).
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
     ]
 
     DEFAULT_CSS = """

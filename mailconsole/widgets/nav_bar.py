@@ -21,9 +21,16 @@ from textual.widgets import Label
 class NavItem(Label):
     """One screen's key and name."""
 
-    def __init__(self, screen_name: str, key: str, title: str) -> None:
+    def __init__(
+        self, screen_name: str, key: str, title: str, *, current: bool = False
+    ) -> None:
         label = Text.assemble((f" {key} ", "bold"), (f"{title} ", ""))
-        super().__init__(label, id=f"nav-{screen_name}", markup=False)
+        super().__init__(
+            label,
+            id=f"nav-{screen_name}",
+            classes="-current" if current else None,
+            markup=False,
+        )
         self.screen_name = screen_name
 
     def on_click(self, event: events.Click) -> None:
@@ -65,8 +72,10 @@ class NavBar(Horizontal):
         self.mode = mode
 
     def compose(self) -> ComposeResult:
+        # marked here: ``current`` is set before mount, when its watcher cannot
+        # reach the items yet
         for screen_name, key, title in self.items:
-            yield NavItem(screen_name, key, title)
+            yield NavItem(screen_name, key, title, current=screen_name == self.current)
         yield Label(self.mode, id="nav-mode", markup=False)
 
     def watch_current(self, current: str) -> None:

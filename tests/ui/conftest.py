@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.message import Message
 from textual.pilot import Pilot
 
@@ -167,28 +168,27 @@ async def ui_broker(amqp_url: str, queue_name: str) -> AsyncIterator[Broker]:
     await broker.close()
 
 
-async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
+async def settle(pilot: Pilot[Any], rounds: int = 3, patience: float = 0.5) -> None:
     """Wait until the console's workers are done or waiting on the operator.
 
     The event bridge never ends, and an action waiting for a modal's answer does
-    not end until the test answers; a worker still running after a short wait, with
-    nothing else changing, counts as waiting.
+    not end until the test answers; a worker still running after ``patience``
+    seconds, with nothing else changing, counts as waiting. Workers are polled,
+    never awaited: cancelling a wait on ``Worker.wait()`` would cancel the
+    worker's own task (it awaits the task directly), killing an action that was
+    only waiting for the test to answer its modal.
     """
     app = pilot.app
     waiting: set[Any] = set()
     for _ in range(100):
         await pilot.pause()
-        busy = {
-            w for w in app.workers if w.group != EVENT_GROUP and w.is_running
-        } - waiting
+        busy = _busy(app) - waiting
         if busy:
-            _, pending = await asyncio.wait(
-                [asyncio.ensure_future(_quietly(w.wait())) for w in busy], timeout=0.5
-            )
-            if pending:
-                for task in pending:
-                    task.cancel()
-                waiting |= {w for w in busy if w.is_running}
+            deadline = asyncio.get_running_loop().time() + patience
+            while busy and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+                busy = {w for w in busy if w.is_running}
+            waiting |= busy
             continue
         rounds -= 1
         if rounds <= 0:
@@ -196,17 +196,24 @@ async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
         await pilot.pause(0.02)
 
 
-async def _quietly(awaitable: Awaitable[object]) -> None:
-    try:
-        await awaitable
-    except Exception:  # a failed or cancelled worker is settled too
-        return
+def _busy(app: Any) -> set[Any]:
+    return {w for w in app.workers if w.group != EVENT_GROUP and w.is_running}
 
 
 async def type_text(pilot: Pilot[Any], text: str) -> None:
-    """Type ``text`` key by key (as an operator would)."""
+    """Type plain ``text`` into the focused field, key by key, as an operator would.
+
+    The keys are queued to the app in order and the screen is awaited once:
+    ``Pilot.press`` waits for the process to idle after every key (~90 ms each on
+    a busy machine), which adds nothing when the keys only type characters. Use
+    ``pilot.press`` for keys that move focus or open screens.
+    """
+    app = pilot.app
     for char in text:
-        await pilot.press(_key(char))
+        key = events.Key(_key(char), char)
+        key.set_sender(app)
+        await app._post_message(key)
+    await pilot.pause()
 
 
 def _key(char: str) -> str:
