@@ -1,0 +1,1 @@
+"""Fault-injection scenarios: each prints its ledger (see ``ledger.py``)."""
