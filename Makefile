@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-chaos check lint format bench demo clean
+.PHONY: run test test-chaos check lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,9 +15,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/mailconsole demo
 
-test: $(STAMP)
-	$(BIN)/ruff check mailconsole tests bench
-	$(BIN)/lint-imports
+test: lint
+	$(BIN)/mypy mailconsole tests
 	$(BIN)/pytest -q
 
 test-chaos: $(STAMP)
@@ -32,9 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff format mailconsole tests bench
 	$(BIN)/ruff check --fix mailconsole tests bench
 
-check: lint
-	$(BIN)/mypy mailconsole
-	$(BIN)/pytest -q
+check: test
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

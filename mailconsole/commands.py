@@ -37,8 +37,8 @@ def screen_commands(screen: object) -> Iterator[Command]:
 class ConsoleCommands(Provider):
     """Go to a screen; run an action of the screen on show."""
 
-    def commands(self) -> list[tuple[str, str, partial[object]]]:
-        found: list[tuple[str, str, partial[object]]] = []
+    def commands(self) -> list[tuple[str, str, partial[None]]]:
+        found: list[tuple[str, str, partial[None]]] = []
         screen = self.screen
         ctx = getattr(screen, "ctx", None)
         if ctx is not None:

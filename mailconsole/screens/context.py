@@ -7,7 +7,7 @@ world without a running engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -42,7 +42,7 @@ class CaptureLog(Protocol):
         """Grows each time a message is captured."""
         ...
 
-    def latest(self, limit: int) -> list[CapturedMail]: ...
+    def latest(self, limit: int) -> Sequence[CapturedMail]: ...
     def get(self, number: int) -> CapturedMail | None: ...
 
 

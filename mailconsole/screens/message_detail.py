@@ -9,6 +9,7 @@ data from producers and relays, so it all goes through the sanitiser.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
@@ -39,7 +40,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
-def head_text(detail: MessageDetail, now: object) -> Text:
+def head_text(detail: MessageDetail, now: datetime) -> Text:
     """Id, state, subject, addresses and links, a few lines."""
     s = detail.summary
     lines = [
@@ -67,7 +68,7 @@ def head_text(detail: MessageDetail, now: object) -> Text:
     if s.next_attempt_at is not None and s.status == "scheduled":
         lines.append(
             safe_join([("Next try ", "dim"), (relative(s.next_attempt_at, now), "")])
-        )  # type: ignore[arg-type]
+        )
     links = [("Edited from ", s.edited_from)] if s.edited_from else []
     links += [("Edited into ", copy) for copy in detail.edited_into]
     for label, target in links:

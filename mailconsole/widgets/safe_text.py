@@ -176,5 +176,5 @@ class SafeText(Static):
         """Display untrusted ``text`` literally."""
         super().update(self._inert(text or ""))
 
-    def update(self, content: object = "", *, layout: bool = True) -> None:  # type: ignore[override]  # narrows what may be shown
+    def update(self, content: object = "", *, layout: bool = True) -> None:
         super().update(self._inert(content), layout=layout)

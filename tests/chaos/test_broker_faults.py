@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -106,7 +106,7 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def broker_down():
+async def broker_down() -> AsyncIterator[None]:
     """Stop the RabbitMQ application; always start it again (others use it)."""
     await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:

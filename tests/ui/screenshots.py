@@ -1,4 +1,4 @@
-"""Export an SVG of each main screen into ``docs/screenshots/`` (for docs/console.md).
+"""Export an SVG of each main screen into ``docs/screenshots/`` (shown in the README).
 
 Run ``.venv/bin/python -m tests.ui.screenshots [--size 120x36] [--out DIR]``. The
 console runs headless over the same fixed stores as the snapshot tests (seeded

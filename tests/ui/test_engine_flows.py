@@ -236,7 +236,7 @@ async def test_compose_validates_previews_sends_and_the_live_tail_shows_it(
 
         await pilot.press("ctrl+s")
         await settle(pilot)
-        (message_id,) = app.screen.sent  # type: ignore[attr-defined]
+        (message_id,) = app.screen.sent
         assert f"sent  {message_id}" in screen_text(app)
         received = (await smtp_server.wait_for(1))[0]
         assert received.recipients == ("eve@example.com",)

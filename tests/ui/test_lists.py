@@ -46,7 +46,7 @@ async def test_dead_lists_newest_first_with_reason(make_app: MakeApp) -> None:
 async def test_replay_requeues_the_selected_message(
     make_app: MakeApp, ui_broker: Broker
 ) -> None:
-    app, seen = make_app("three_dead", broker=ui_broker), []
+    app, seen = make_app("three_dead", broker=ui_broker), list[Message]()
     async with app.run_test(size=(120, 36), message_hook=seen.append) as pilot:
         await pilot.press("d", "down", "r")
         await settle(pilot)
