@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,23 @@ def test_config_usage_error_exits_2(
 def test_mask_url_leaves_urls_without_password() -> None:
     assert mask_url("amqp://localhost/") == "amqp://localhost/"
     assert mask_url("amqp://u@h/") == "amqp://u@h/"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path: Path) -> None:
+    """``mailconsole config | head -1``: no traceback, the shell's code for SIGPIPE."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mailconsole", "config"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has written a byte
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141
+    assert err == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -82,10 +83,18 @@ def fail(message: str, code: int = EXIT_FAILED) -> int:
 def run(coro: Coroutine[Any, Any, int]) -> int:
     """Run a command's coroutine; operator-facing errors become one line and exit 1."""
     try:
-        return asyncio.run(coro)
+        code = asyncio.run(coro)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     except MailconsoleError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except BrokenPipeError:
+        # `mailconsole list --json | head`: the reader left, which is not an error.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

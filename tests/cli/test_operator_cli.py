@@ -5,11 +5,9 @@ errors, states before and after, and the audit rows each command writes."""
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import getpass
 import json
-import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,22 +109,10 @@ async def _seeded(url: str, scenario: str) -> None:
         await db.dispose()
 
 
-@contextlib.contextmanager
-def root_logging_kept() -> Iterator[None]:
-    """The CLI points the root logger at this test's captured stderr; put it back, or
-    later tests log into a closed stream ("--- Logging error ---")."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
 def run_main(argv: list[str]) -> int:
     # asyncio.run inside the CLI needs a thread without a running loop.
-    with root_logging_kept(), concurrent.futures.ThreadPoolExecutor(1) as pool:
+    # (tests/conftest.py gives the root logger back after each test)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         try:
             return pool.submit(main, argv).result()
         except SystemExit as exc:  # argparse's usage errors
