@@ -78,6 +78,10 @@ class Settings(_Group):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
     queue: str = "mail"
+    amqp_management_url: SecretStr | None = None
+    """RabbitMQ's management API (``http://user:pass@host:15672/vhost``), asked for the
+    unacknowledged count that AMQP does not report. Unset: the AMQP URL's host and
+    credentials on port 15672; ``off``: not asked (the count shows as unknown)."""
     database_url: SecretStr = Field(
         default_factory=lambda: SecretStr(default_database_url())
     )
@@ -112,6 +116,10 @@ class Settings(_Group):
         data = self.model_dump(mode="json")
         data["amqp_url"] = mask_url(self.amqp_url.get_secret_value())
         data["database_url"] = mask_url(self.database_url.get_secret_value())
+        if self.amqp_management_url is not None:
+            data["amqp_management_url"] = mask_url(
+                self.amqp_management_url.get_secret_value()
+            )
         if self.smtp.password is not None:
             data["smtp"]["password"] = "********"
         return data

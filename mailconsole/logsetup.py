@@ -47,7 +47,8 @@ def secrets_of(settings: Settings) -> list[str]:
     found = []
     if settings.smtp.password is not None:
         found.append(settings.smtp.password.get_secret_value())
-    for url in (settings.amqp_url, settings.database_url):
+    urls = [settings.amqp_url, settings.database_url, settings.amqp_management_url]
+    for url in filter(None, urls):
         rest = url.get_secret_value().partition("://")[2]
         creds = rest.rpartition("@")[0]
         if ":" in creds:

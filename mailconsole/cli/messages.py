@@ -253,9 +253,10 @@ def print_stats(st: Stats) -> None:
     counts = "  ".join(f"{k} {v}" for k, v in st.by_status.items())
     unknown = "unknown"
     ready = unknown if st.queue_ready is None else st.queue_ready
+    unacked = unknown if st.queue_unacked is None else st.queue_unacked
     consumers = unknown if st.consumers is None else st.consumers
     print(f"messages        {counts}")
-    print(f"queue           ready {ready}  unacked {unknown}  consumers {consumers}")
+    print(f"queue           ready {ready}  unacked {unacked}  consumers {consumers}")
     for label, minute, hour in (
         ("sent", st.sent_last_minute, st.sent_last_hour),
         ("failed", st.failed_last_minute, st.failed_last_hour),

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailconsole.config import Settings, mask_url
-from mailconsole.engine import filters
+from mailconsole.engine import broker_stats, filters
 from mailconsole.engine.broker import Broker
 from mailconsole.engine.clock import Clock
 from mailconsole.engine.errors import (
@@ -193,11 +193,14 @@ class Ops:
         now = self.clock.now()
         store = await read_stats(self.db, now)
         depth = await self.broker.depth() if self.broker is not None else None
+        unacked = None
+        if depth is not None and (management := management_url(self.settings)):
+            unacked = await broker_stats.unacked(management, self.settings.queue)
         oldest = store.oldest_waiting
         return Stats(
             by_status=store.by_status,
             queue_ready=depth.ready if depth else None,
-            queue_unacked=None,
+            queue_unacked=unacked,
             consumers=depth.consumers if depth else None,
             sent_last_minute=store.sent_last_minute,
             sent_last_hour=store.sent_last_hour,
@@ -494,6 +497,15 @@ class Ops:
         if self.broker is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
         return self.broker
+
+
+def management_url(settings: Settings) -> str | None:
+    """Where to ask for the unacknowledged count (``amqp_management_url``)."""
+    configured = settings.amqp_management_url
+    if configured is None:
+        return broker_stats.management_url_for(settings.amqp_url.get_secret_value())
+    value = configured.get_secret_value()
+    return None if value in ("", "off") else value
 
 
 def _address(address: str) -> str:

@@ -64,6 +64,16 @@ async def queue_name(amqp_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def management_url(amqp_url: str) -> str:
+    """RabbitMQ's management API beside the test broker (``.ci/run`` enables it)."""
+    from mailconsole.engine.broker_stats import management_url_for
+
+    url = management_url_for(AMQP_URL)
+    require_service("RabbitMQ management (rabbitmq-plugins enable ...)", url)
+    return url
+
+
+@pytest.fixture
 def postgres_url() -> str:
     require_service("PostgreSQL", POSTGRES_URL)
     return POSTGRES_URL
