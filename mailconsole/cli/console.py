@@ -117,7 +117,8 @@ async def host_console(
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
-    return 0
+    # Textual sets 1 when the app ended on an unhandled error (after printing it).
+    return app.return_code or 0
 
 
 @contextlib.asynccontextmanager

@@ -100,7 +100,10 @@ def _body(message: EmailMessage, kind: str) -> str | None:
         content = part.get_content()
     except (LookupError, ValueError) as exc:  # an unknown charset: show why
         return f"[cannot decode the {kind} part: {exc}]"
-    return content if isinstance(content, str) else None
+    if not isinstance(content, str):
+        return None
+    # The wire form ends lines with CRLF; a reader wants lines, not a CR on each.
+    return content.replace("\r\n", "\n")
 
 
 def _failed(reason: str) -> Preview:

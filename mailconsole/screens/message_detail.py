@@ -183,11 +183,12 @@ class MessageDetailScreen(ConsoleScreen):
             return
         try:
             preview = await self.ctx.ops.rendered(detail.summary.id)
-        except (
-            Exception
-        ) as exc:  # a stored job that no longer renders is still shown raw
+            reasons = list(preview.errors)
+        except Exception as exc:  # the Raw tab still shows what is stored
+            reasons = [error_text(exc)]
+        if reasons:
             for widget in parts:
-                widget.show(f"cannot render: {error_text(exc)}")
+                widget.show(f"cannot render: {'; '.join(reasons)}")
             return
         head, text, html = parts
         head.update(headers_text(preview))

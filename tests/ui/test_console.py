@@ -4,6 +4,7 @@ toggle, the equivalent CLI command and untrusted text end to end."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,15 @@ from mailconsole.screens.queue import QueueScreen
 from mailconsole.screens.retries import RetriesScreen
 from mailconsole.widgets.failure_table import FailureTable
 from mailconsole.widgets.message_table import MessageTable
-from tests.support.seed import NOW, SEED_WORKER, USER_UNKNOWN, new_message, result
+from mailconsole.widgets.safe_text import SafeText
+from tests.support.seed import (
+    NOW,
+    SEED_WORKER,
+    USER_UNKNOWN,
+    job,
+    new_message,
+    result,
+)
 from tests.ui.conftest import screen_text, settle, terminal_segments, type_text
 
 MakeApp = Callable[..., MailConsoleApp]
@@ -304,3 +313,45 @@ async def test_the_current_screen_is_marked_in_the_nav_bar(make_app: MakeApp) ->
             await settle(pilot)
             marked = [item.id for item in app.screen.query(".-current")]
             assert marked == [f"nav-{name}"]
+
+
+async def _no_longer_valid(db: Database) -> None:
+    """m-0003's stored job loses its recipients, as if a stricter parser came later;
+    m-0002's body has two lines."""
+    from sqlalchemy import update
+
+    from mailconsole.engine.store.models import MessageRow
+
+    broken = {"from": "shop@example.com", "subject": "Order 3", "text": "x"}
+    two_lines = {**job(2, "carol@example.org"), "text": "Line one.\nLine two.\n"}
+    async with db.write() as session, session.begin():
+        for message_id, payload in (("m-0003", broken), ("m-0002", two_lines)):
+            await session.execute(
+                update(MessageRow)
+                .where(MessageRow.id == message_id)
+                .values(payload=json.dumps(payload))
+            )
+
+
+@pytest.mark.parametrize(
+    ("message_id", "expected"),
+    [
+        ("m-0003", "cannot render: the stored job no longer validates"),
+        ("m-0002", "Line one.\nLine two."),
+    ],
+)
+async def test_detail_says_why_a_stored_job_does_not_render(
+    make_app: MakeApp, message_id: str, expected: str
+) -> None:
+    app = make_app("three_dead", extra=_no_longer_valid)
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(MessageDetailScreen(app.ctx, message_id, "dead"))
+        await settle(pilot)
+        shown = {
+            part: str(app.screen.query_one(f"#content-{part}", SafeText).render())
+            for part in ("headers", "text", "html")
+        }
+        assert expected in shown["text"]
+        assert "\\x0d" not in shown["text"] and "\r" not in shown["text"]
+        if message_id == "m-0003":
+            assert all(v.startswith("cannot render: ") for v in shown.values())
