@@ -516,7 +516,9 @@ def _drive(term: Console) -> None:
 
     term.send("d")
     term.wait_for("Dead letters", "3 matching", "rejected on arrival")
-    _detail(term, "m-0005", "DEAD", ["", "(no text part)", "(no html", '"id"'])
+    # its stored job no longer validates: each rendered tab says so, Raw shows it
+    why = "cannot render: the stored job"
+    _detail(term, "m-0005", "DEAD", [why, why, why, '"id"'])
     # The subject is plain text: a click on the "q" of its [@click=app.quit]q[/]
     # does nothing, and the click after it (on a tab, which shows that clicks do
     # arrive) still finds a console to act on.
