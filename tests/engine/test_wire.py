@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -507,13 +506,11 @@ def test_size_cap() -> None:
     assert parse_job(body, max_bytes=len(body)).text == "x" * 100
 
 
-def test_deep_nesting_is_refused_quickly() -> None:
+def test_deep_nesting_is_refused() -> None:
     for depth in (65, 1_000, 100_000):
         body = b'{"from":"a@b.com","to":"c@d.com","text":"x","context":'
         body += b"[" * depth + b"]" * depth + b"}"
-        started = time.perf_counter()
         assert "nested too deeply" in reason(body)
-        assert time.perf_counter() - started < 0.5
     ok = b'{"from":"a@b.com","to":"c@d.com","text":"x","context":{"a":'
     ok += b"[" * 62 + b"]" * 62 + b"}}"
     assert parse_job(ok).context == {"a": json.loads("[" * 62 + "]" * 62)}
