@@ -35,8 +35,9 @@ from sqlalchemy import func, insert, select
 from mailconsole.config import Settings
 from mailconsole.engine.ops import Ops
 from mailconsole.engine.runtime import Engine
+from mailconsole.engine.store.cause_index import cause_rows
 from mailconsole.engine.store.db import Database
-from mailconsole.engine.store.models import MessageRow, RecipientRow
+from mailconsole.engine.store.models import CauseRow, MessageRow, RecipientRow
 
 # An aiosmtpd sink that records the Message-ID of each accepted message, one a line.
 SINK = """\
@@ -120,9 +121,17 @@ async def seed_dead(db: Database, n: int, chunk: int = 5000) -> None:
                     "domain": rcpt.rpartition("@")[2],
                 }
             )
+        causes = [
+            cause
+            for r in rows
+            for cause in cause_rows(
+                r["id"], "dead", 550, "5.1.1", r["last_reply"], None, r["rcpt_state"]
+            )
+        ]
         async with db.write() as session, session.begin():
             await session.execute(insert(MessageRow), rows)
             await session.execute(insert(RecipientRow), rcpts)
+            await session.execute(insert(CauseRow), causes)
 
 
 async def count_sent(db: Database) -> int:

@@ -49,11 +49,12 @@ from mailconsole.engine.ops_bulk import (
 from mailconsole.engine.ops_preview import Preview, of_job, of_stored
 from mailconsole.engine.ops_records import ActionReport, Page, Plan, Stats
 from mailconsole.engine.store.admin import AdminStore, AuditInfo
+from mailconsole.engine.store.cause_index import FAILED
 from mailconsole.engine.store.causes import FailureGroup
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.delivery import NewMessage, dump_payload
 from mailconsole.engine.store.dto import MessageDetail, Status
-from mailconsole.engine.store.queries import FAILED, Queries
+from mailconsole.engine.store.queries import Queries
 from mailconsole.engine.store.stats import read_stats
 from mailconsole.engine.wire import MailJob, WireError, parse_email, parse_job
 

@@ -2,9 +2,9 @@
 
 Small scenarios go through the real delivery transitions (``DeliveryStore.ingest``
 and ``record_results``), so their rows look exactly like the engine's; the bulk one
-(``many_dead(n)``) inserts with Core ``executemany`` because 100,000 rows through
-the transitions would take minutes. Same ids, times and texts on every run, all
-relative to :data:`NOW`. Scenarios:
+(``many_dead(n)``) inserts with Core ``executemany`` (messages, recipients, failure
+causes) because 100,000 rows through the transitions would take minutes. Same ids,
+times and texts on every run, all relative to :data:`NOW`. Scenarios:
 
 * ``three_dead``: m-0001..m-0003 dead, m-0001 and m-0003 with the same cause
   (550 5.1.1 user unknown @ example.com), m-0002 mailbox full @ example.org.
@@ -24,10 +24,11 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
+from mailconsole.engine.store.cause_index import cause_rows
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.delivery import DeliveryStore, NewMessage, Result
 from mailconsole.engine.store.dto import Status
-from mailconsole.engine.store.models import MessageRow, RecipientRow
+from mailconsole.engine.store.models import CauseRow, MessageRow, RecipientRow
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 SEED_WORKER = "seed-worker"
@@ -223,9 +224,23 @@ async def many_dead(db: Database, n: int, *, chunk: int = 5000) -> list[str]:
                     "domain": rcpt.rpartition("@")[2],
                 }
             )
+        causes = [
+            cause
+            for r in rows
+            for cause in cause_rows(
+                r["id"],
+                r["status"],
+                r["last_code"],
+                r["last_enhanced"],
+                r["last_reply"],
+                r["last_error"],
+                r["rcpt_state"],
+            )
+        ]
         async with db.write() as session, session.begin():
             await session.execute(insert(MessageRow), rows)
             await session.execute(insert(RecipientRow), rcpts)
+            await session.execute(insert(CauseRow), causes)
     return ids
 
 

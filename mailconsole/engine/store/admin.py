@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailconsole.engine.errors import NotFound, WrongState
+from mailconsole.engine.store import cause_index
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.delivery import NewMessage
 from mailconsole.engine.store.dto import Status
@@ -127,6 +128,9 @@ class AdminStore:
                 batch.done.append(decision)
         await _drop_suppressed(session, batch, found)
         await _update(session, batch.done)
+        # Queued again (replay, release): its failure is history, not a live cause.
+        requeued = [c.id for c in batch.done if c.publish]
+        await cause_index.write(session, (), replacing=requeued)
         await _audit_rows(session, batch.done, audit, now)
         return batch
 

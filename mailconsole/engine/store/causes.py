@@ -3,7 +3,8 @@
 A cause is (reply code, enhanced status code, normalised reply text, recipient
 domain). Normalising replaces what varies per message (addresses, queue ids,
 numbers) so that "550 5.1.1 <bob@x.com>: user unknown" and the same for alice are
-one group, one broken thing. Pure: no I/O, no SQL; :mod:`.queries` feeds it rows.
+one group, one broken thing. Pure: no I/O, no SQL; :mod:`.cause_index` stores what
+it computes when a message fails, and :mod:`.queries` groups those rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 _LEADING_CODES = re.compile(r"^\s*(?:\d{3}[ -])?\s*(?:\d\.\d{1,3}\.\d{1,3}\s+)?")
 _ADDRESS = re.compile(r"<?[^\s<>@,;:]+@[^\s<>,;:]+>?")
@@ -23,25 +24,6 @@ _TOKEN_WITH_DIGITS = re.compile(
     r"\b(?=[a-z0-9._-]*\d)(?=[a-z0-9._-]*[a-z])[a-z0-9._-]{6,}\b"
 )
 _NUMBER = re.compile(r"\d+")
-
-
-class CauseRow(Protocol):
-    """The message columns a cause is read from (a SQLAlchemy row has them)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def updated_at(self) -> datetime: ...
-    @property
-    def last_code(self) -> int | None: ...
-    @property
-    def last_enhanced(self) -> str | None: ...
-    @property
-    def last_reply(self) -> str | None: ...
-    @property
-    def last_error(self) -> str | None: ...
-    @property
-    def rcpt_state(self) -> dict[str, str] | None: ...
 
 
 Cause = tuple[str, int | None, str | None, str, str]
@@ -101,44 +83,18 @@ def group_key(code: int | None, enhanced: str | None, reply: str, domain: str) -
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
-def causes(row: CauseRow) -> list[Cause]:
-    """(key, code, enhanced, reply, domain) for each domain the message failed for."""
-    reply = normalise_reply(row.last_reply or row.last_error or "")
-    state: dict[str, str] = row.rcpt_state or {}
+def causes(
+    code: int | None,
+    enhanced: str | None,
+    reply: str | None,
+    rcpt_state: dict[str, str] | None,
+) -> list[Cause]:
+    """(key, code, enhanced, reply, domain) for each domain a message failed for:
+    ``reply`` is its last reply (or, with none, its last error)."""
+    text = normalise_reply(reply or "")
+    state = rcpt_state or {}
     failed = [r for r, s in state.items() if s != "sent"] or list(state)
     domains = sorted({r.rpartition("@")[2].lower() for r in failed}) or [""]
-    code, enhanced = row.last_code, row.last_enhanced
     return [
-        (group_key(code, enhanced, reply, d), code, enhanced, reply, d) for d in domains
+        (group_key(code, enhanced, text, d), code, enhanced, text, d) for d in domains
     ]
-
-
-@dataclass(slots=True)
-class GroupAccumulator:
-    code: int | None
-    enhanced: str | None
-    reply: str
-    domain: str
-    first: CauseRow
-    last: CauseRow
-    count: int = 0
-
-    def add(self, row: CauseRow) -> None:
-        self.count += 1
-        if row.updated_at < self.first.updated_at:
-            self.first = row
-        if row.updated_at >= self.last.updated_at:
-            self.last = row
-
-    def freeze(self, key: str) -> FailureGroup:
-        return FailureGroup(
-            key=key,
-            code=self.code,
-            enhanced=self.enhanced,
-            reply=self.reply,
-            domain=self.domain,
-            count=self.count,
-            first_seen=self.first.updated_at,
-            last_seen=self.last.updated_at,
-            example_id=self.last.id,
-        )

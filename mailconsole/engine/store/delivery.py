@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailconsole.engine.store import cause_index
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.dto import Status
 from mailconsole.engine.store.models import (
@@ -258,6 +259,17 @@ class DeliveryStore:
         self, session: AsyncSession, items: list[NewMessage], now: datetime
     ) -> None:
         await session.execute(insert(MessageRow), [self._row(m, now) for m in items])
+        # Dead on arrival (malformed, suppressed) is a failure with a cause too.
+        await cause_index.write(
+            session,
+            (
+                row
+                for m in items
+                for row in cause_index.cause_rows(
+                    m.id, m.status, None, None, None, m.last_error, m.rcpt_state
+                )
+            ),
+        )
         recipients = [
             {
                 "message_id": m.id,
@@ -365,6 +377,12 @@ class DeliveryStore:
         await conn.execute(stmt, params)
         if attempts:
             await conn.execute(insert(AttemptRow), attempts)
+        await cause_index.write(
+            session,
+            (row for r in results for row in self._cause_rows(r)),
+            # A first attempt had no failure before it (a replay removed the old).
+            replacing=[r.id for r in results if r.attempts > 1],
+        )
         first = [r.id for r in results if r.attempt and r.attempts == 1]
         if first:
             await conn.execute(
@@ -398,6 +416,18 @@ class DeliveryStore:
         ]
         if rows:
             await session.execute(insert(SuppressionRow), rows)
+
+    @staticmethod
+    def _cause_rows(r: Result) -> list[dict[str, Any]]:
+        return cause_index.cause_rows(
+            r.id,
+            r.status,
+            r.last_code,
+            r.last_enhanced,
+            r.last_reply,
+            r.last_error,
+            r.rcpt_state,
+        )
 
     def _result_params(self, r: Result, now: datetime) -> dict[str, Any]:
         return {

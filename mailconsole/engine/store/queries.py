@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     and_,
-    bindparam,
-    false,
     func,
     or_,
     select,
@@ -30,27 +28,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailconsole.engine.errors import MailconsoleError
 from mailconsole.engine.filters import Filter, TimeBound
-from mailconsole.engine.store.causes import FailureGroup, GroupAccumulator, causes
+from mailconsole.engine.store.cause_index import FAILED
+from mailconsole.engine.store.causes import FailureGroup
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.dto import (
     AttemptRecord,
     AuditRecord,
     MessageDetail,
     MessageSummary,
-    Status,
 )
 from mailconsole.engine.store.models import (
     AttemptRow,
     AuditRow,
+    CauseRow,
     MessageRow,
     RecipientRow,
     SuppressionRow,
 )
-
-FAILED = (Status.DEAD, Status.SCHEDULED)
-"""Where failures live: given up, or waiting for another try."""
-LITERAL_IN_ABOVE = 1000
-"""Longer id lists are rendered inline: PostgreSQL takes at most 32767 parameters."""
 
 _SUMMARY = (  # the list columns: never the payload
     MessageRow.id,
@@ -78,15 +72,6 @@ STATE_COLUMNS = (  # what the operator rules (store/rules.py) decide on
     MessageRow.next_attempt_at,
     MessageRow.payload.is_not(None).label("has_payload"),
 )
-_CAUSE = (
-    MessageRow.id,
-    MessageRow.updated_at,
-    MessageRow.last_code,
-    MessageRow.last_enhanced,
-    MessageRow.last_reply,
-    MessageRow.last_error,
-    MessageRow.rcpt_state,
-)
 
 
 def encode_cursor(created_at: datetime, message_id: str) -> str:
@@ -101,16 +86,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(at), message_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise MailconsoleError(f"bad page cursor {cursor[:40]!r}") from None
-
-
-def in_ids(ids: Sequence[str]) -> ColumnElement[bool]:
-    """``id IN (...)`` for any number of ids (inline beyond the parameter limits)."""
-    if not ids:
-        return false()
-    if len(ids) <= LITERAL_IN_ABOVE:
-        return MessageRow.id.in_(list(ids))
-    param: Any = bindparam("many_ids", list(ids), expanding=True, literal_execute=True)
-    return MessageRow.id.in_(param)
 
 
 def _at(bound: TimeBound, now: datetime) -> datetime:
@@ -167,8 +142,19 @@ def _reply_clauses(f: Filter) -> list[ColumnElement[bool]]:
     return out
 
 
+def _group_clause(f: Filter) -> ColumnElement[bool]:
+    # A key's prefix will do (as with git hashes): the filter accepts 4+.
+    keys = or_(*(CauseRow.key.startswith(k, autoescape=True) for k in f.groups))
+    clause: ColumnElement[bool] = MessageRow.id.in_(
+        select(CauseRow.message_id).where(keys)
+    )
+    if not f.statuses:  # a group is of failures, as ``failures`` lists them
+        clause = and_(clause, MessageRow.status.in_(FAILED))
+    return clause
+
+
 def filter_clauses(f: Filter, now: datetime) -> list[ColumnElement[bool]]:
-    """Where-clauses for all of ``f`` but ``group:`` (see :meth:`Queries.where`)."""
+    """Where-clauses for all of ``f``."""
     out: list[ColumnElement[bool]] = []
     if f.statuses:
         out.append(MessageRow.status.in_(f.statuses))
@@ -185,6 +171,8 @@ def filter_clauses(f: Filter, now: datetime) -> list[ColumnElement[bool]]:
     if f.duplicate is not None:
         out.append(MessageRow.possible_duplicate.is_(f.duplicate))
     out += [_text_clause(t) for t in f.text]
+    if f.groups:
+        out.append(_group_clause(f))
     return out
 
 
@@ -226,18 +214,8 @@ class Queries:
         self.db = db
 
     async def where(self, f: Filter, now: datetime) -> list[ColumnElement[bool]]:
-        """All of ``f`` as where-clauses. ``group:`` keys are computed from reply text
-        in Python, so they resolve here to the ids of their messages."""
-        clauses = filter_clauses(f, now)
-        if f.groups:
-            # A key's prefix will do (as with git hashes): the filter accepts 4+.
-            wanted = tuple(f.groups)
-            ids: list[str] = []
-            for row in await self._cause_rows(f, clauses):
-                if any(c[0].startswith(wanted) for c in causes(row)):
-                    ids.append(row.id)
-            clauses.append(in_ids(ids))
-        return clauses
+        """All of ``f`` as where-clauses."""
+        return filter_clauses(f, now)
 
     async def page(
         self, clauses: list[ColumnElement[bool]], limit: int, cursor: str | None
@@ -354,20 +332,43 @@ class Queries:
         self, f: Filter, now: datetime, limit: int
     ) -> list[FailureGroup]:
         """Failure groups, largest first; a message failing for two domains counts
-        in both (each domain is its own broken thing)."""
+        in both (each domain is its own broken thing). The example is the newest
+        message of the group."""
         clauses = await self.where(f, now)
-        groups: dict[str, GroupAccumulator] = {}
-        for row in await self._cause_rows(f, clauses):
-            for key, code, enhanced, reply, domain in causes(row):
-                acc = groups.get(key)
-                if acc is None:
-                    acc = groups[key] = GroupAccumulator(
-                        code, enhanced, reply, domain, row, row
-                    )
-                acc.add(row)
-        out = [acc.freeze(key) for key, acc in groups.items()]
-        out.sort(key=lambda g: (-g.count, -g.last_seen.timestamp(), g.key))
-        return out[:limit]
+        if not f.statuses:
+            clauses.append(MessageRow.status.in_(FAILED))
+        count = func.count()
+        last = func.max(MessageRow.updated_at)
+        stmt = (
+            select(
+                CauseRow.key,
+                CauseRow.code,
+                CauseRow.enhanced,
+                CauseRow.reply,
+                CauseRow.domain,
+                count,
+                func.min(MessageRow.updated_at),
+                last,
+                func.max(MessageRow.id),
+            )
+            .join(MessageRow, MessageRow.id == CauseRow.message_id)
+            .where(*clauses)
+            .group_by(
+                CauseRow.key,
+                CauseRow.code,
+                CauseRow.enhanced,
+                CauseRow.reply,
+                CauseRow.domain,
+            )
+            .order_by(count.desc(), last.desc(), CauseRow.key)
+            .limit(limit)
+        )
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt)).all()
+        return [
+            FailureGroup(key, code, enhanced, reply, domain, n, first, latest, example)
+            for key, code, enhanced, reply, domain, n, first, latest, example in rows
+        ]
 
     async def domains(
         self, clauses: list[ColumnElement[bool]], limit: int = 10
@@ -383,17 +384,6 @@ class Queries:
         )
         async with self.db.read() as session:
             return [(d, int(n)) for d, n in (await session.execute(stmt)).all()]
-
-    async def _cause_rows(
-        self, f: Filter, clauses: list[ColumnElement[bool]]
-    ) -> Sequence[Any]:
-        stmt = select(*_CAUSE).where(*clauses)
-        if not f.statuses:
-            stmt = stmt.where(MessageRow.status.in_(FAILED))
-        # Core rows, not ORM results: this can be every dead message, and the ORM's
-        # per-row bookkeeping was most of the cost.
-        async with self.db.read_engine.connect() as conn:
-            return (await conn.execute(stmt)).all()
 
 
 def _exported(row: MessageRow) -> dict[str, Any]:
