@@ -35,6 +35,8 @@ check: test
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/bulk_replay.py
+	$(BIN)/python bench/dead_list.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
