@@ -202,7 +202,7 @@ async def run(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=250.0, help="messages a second")
     parser.add_argument("--transient", type=float, default=0.05)
