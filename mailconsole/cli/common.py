@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Coroutine
@@ -98,3 +99,15 @@ def run(coro: Coroutine[Any, Any, int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def freeze_startup_objects() -> None:
+    """Put what start-up allocated (modules, mappers, the engine, its pools) out of
+    the garbage collector's sight, once the long-running process is up.
+
+    A full collection scans every tracked object; in the console at full sending
+    speed those pauses were 90-160 ms every few seconds (the keyboard froze for that
+    long). With start-up frozen they were 15-55 ms (``bench/console_load.py``).
+    """
+    gc.collect()
+    gc.freeze()

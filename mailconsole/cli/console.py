@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+from mailconsole.cli.common import freeze_startup_objects
 from mailconsole.config import Settings
 from mailconsole.logsetup import configure
 
@@ -110,6 +111,7 @@ async def host_console(
             task = None
             if extra is not None:
                 task = asyncio.create_task(extra(app.ctx.ops))
+            freeze_startup_objects()
             try:
                 await app.run_async()
             finally:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from mailconsole.cli.common import freeze_startup_objects
 from mailconsole.config import Settings
 from mailconsole.engine.runtime import Engine
 
@@ -22,6 +23,7 @@ async def run_worker(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await engine.start()
+        freeze_startup_objects()
         await stop.wait()
         log.info("signal received; stopping (grace %ss)", settings.shutdown_grace)
     finally:
