@@ -35,7 +35,7 @@ from sqlalchemy import func, insert, select
 from mailconsole.config import Settings
 from mailconsole.engine.ops import Ops
 from mailconsole.engine.runtime import Engine
-from mailconsole.engine.store.cause_index import cause_rows
+from mailconsole.engine.store.cause_index import cause_rows_of
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.models import CauseRow, MessageRow, RecipientRow
 
@@ -121,13 +121,7 @@ async def seed_dead(db: Database, n: int, chunk: int = 5000) -> None:
                     "domain": rcpt.rpartition("@")[2],
                 }
             )
-        causes = [
-            cause
-            for r in rows
-            for cause in cause_rows(
-                r["id"], "dead", 550, "5.1.1", r["last_reply"], None, r["rcpt_state"]
-            )
-        ]
+        causes = [cause for r in rows for cause in cause_rows_of(r)]
         async with db.write() as session, session.begin():
             await session.execute(insert(MessageRow), rows)
             await session.execute(insert(RecipientRow), rcpts)

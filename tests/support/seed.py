@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-from mailconsole.engine.store.cause_index import cause_rows
+from mailconsole.engine.store.cause_index import cause_rows_of
 from mailconsole.engine.store.db import Database
 from mailconsole.engine.store.delivery import DeliveryStore, NewMessage, Result
 from mailconsole.engine.store.dto import Status
@@ -224,19 +224,7 @@ async def many_dead(db: Database, n: int, *, chunk: int = 5000) -> list[str]:
                     "domain": rcpt.rpartition("@")[2],
                 }
             )
-        causes = [
-            cause
-            for r in rows
-            for cause in cause_rows(
-                r["id"],
-                r["status"],
-                r["last_code"],
-                r["last_enhanced"],
-                r["last_reply"],
-                r["last_error"],
-                r["rcpt_state"],
-            )
-        ]
+        causes = [cause for r in rows for cause in cause_rows_of(r)]
         async with db.write() as session, session.begin():
             await session.execute(insert(MessageRow), rows)
             await session.execute(insert(RecipientRow), rcpts)

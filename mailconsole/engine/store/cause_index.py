@@ -12,7 +12,7 @@ been sent or queued are never counted as failures.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert
@@ -51,6 +51,20 @@ def cause_rows(
             code, enhanced, reply or error, rcpt_state
         )
     ]
+
+
+def cause_rows_of(message: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """The index rows of a ``messages`` row given as a mapping of its columns (bulk
+    inserts, the migration's backfill)."""
+    return cause_rows(
+        message["id"],
+        message["status"],
+        message.get("last_code"),
+        message.get("last_enhanced"),
+        message.get("last_reply"),
+        message.get("last_error"),
+        message.get("rcpt_state"),
+    )
 
 
 async def write(

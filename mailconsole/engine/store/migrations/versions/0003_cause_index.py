@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from mailconsole.engine.store.cause_index import FAILED, cause_rows
+from mailconsole.engine.store.cause_index import FAILED, cause_rows_of
 
 revision = "0003"
 down_revision = "0002"
@@ -72,19 +72,7 @@ def _backfill(causes: sa.Table) -> None:
         if not rows:
             return
         after = rows[-1].id
-        batch = [
-            cause
-            for r in rows
-            for cause in cause_rows(
-                r.id,
-                r.status,
-                r.last_code,
-                r.last_enhanced,
-                r.last_reply,
-                r.last_error,
-                r.rcpt_state,
-            )
-        ]
+        batch = [cause for r in rows for cause in cause_rows_of(r._mapping)]
         if batch:
             conn.execute(sa.insert(causes), batch)
 
