@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script: the test support code lives in
 from mailconsole.engine.store.db import Database  # noqa: E402
 from tests.chaos.ledger import Ledger, compute, job, settle  # noqa: E402
 from tests.support.smtp_server import Fault, FaultySMTPServer  # noqa: E402
+from tests.support.worker import start_worker, worker_env  # noqa: E402
 
 AMQP_URL = os.environ.get(
     "MAILCONSOLE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"
@@ -69,36 +70,17 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def worker_env(queue: str, db_url: str, port: int, amqp_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCONSOLE_")}
-    env.update(
-        {
-            "MAILCONSOLE_AMQP_URL": amqp_url,
-            "MAILCONSOLE_QUEUE": queue,
-            "MAILCONSOLE_DATABASE_URL": db_url,
-            "MAILCONSOLE_SMTP_HOST": "127.0.0.1",
-            "MAILCONSOLE_SMTP_PORT": str(port),
-            "MAILCONSOLE_SMTP_TIMEOUT": "10",
-            "MAILCONSOLE_SMTP_POOL_SIZE": "8",
-            "MAILCONSOLE_RETRY_BASE_DELAY": "0.2",
-            "MAILCONSOLE_RETRY_MAX_DELAY": "2",
-            "MAILCONSOLE_RETRY_MAX_ATTEMPTS": "20",
-            "MAILCONSOLE_SCHEDULER_INTERVAL": "0.1",
-            "MAILCONSOLE_CONCURRENCY": "16",
-            "MAILCONSOLE_CONFIG": "/dev/null",
-            "MAILCONSOLE_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mailconsole", "--no-ui"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
+SOAK_SETTINGS = {
+    "SMTP_TIMEOUT": "10",
+    "SMTP_POOL_SIZE": "8",
+    "RETRY_BASE_DELAY": "0.2",
+    "RETRY_MAX_DELAY": "2",
+    "RETRY_MAX_ATTEMPTS": "20",
+    "SCHEDULER_INTERVAL": "0.1",
+    "CONCURRENCY": "16",
+}
+"""The worker's settings for the soak (``MAILCONSOLE_`` names): retries within
+seconds, the rest at their defaults."""
 
 
 async def publish_steadily(
@@ -155,7 +137,8 @@ async def run(
         ]
     ).start()
     worker = start_worker(
-        worker_env(queue, db_url, server.port, amqp_url), where / "worker.log"
+        worker_env(amqp_url, queue, db_url, server.port, SOAK_SETTINGS),
+        where / "worker.log",
     )
     db = Database(db_url)
     keys = [f"soak-{i}" for i in range(messages)]

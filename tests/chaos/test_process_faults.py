@@ -20,9 +20,9 @@ import pytest
 from mailconsole.engine.store.db import Database
 from tests.chaos.conftest import Make, Scenario, Start
 from tests.chaos.ledger import encode, job, rows_by_key
-from tests.engine.test_worker_process import start_worker, worker_env
 from tests.support.engine import publish_raw
 from tests.support.smtp_server import Fault, FaultySMTPServer
+from tests.support.worker import start_worker, worker_env
 
 pytestmark = pytest.mark.rabbitmq
 MakeServer = Callable[..., FaultySMTPServer]

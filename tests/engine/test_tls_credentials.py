@@ -24,9 +24,9 @@ import pytest
 from mailconsole.config import Settings
 from mailconsole.engine.runtime import Engine
 from mailconsole.engine.store.db import Database
-from tests.engine.test_worker_process import rows, start_worker, worker_env
 from tests.support.engine import dotnet_job, publish_raw, wait_for_statuses
 from tests.support.smtp_server import Fault, FaultySMTPServer
+from tests.support.worker import rows, start_worker, worker_env
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -3,54 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from mailconsole.engine.store.db import Database
-from mailconsole.engine.store.models import MessageRow
 from tests.support.engine import dotnet_job, publish_raw, wait_for_statuses, wait_until
 from tests.support.smtp_server import Fault, FaultySMTPServer
+from tests.support.worker import rows, start_worker, worker_env
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def worker_env(amqp_url: str, queue: str, db_url: str, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCONSOLE_")}
-    env.update(
-        {
-            "MAILCONSOLE_AMQP_URL": amqp_url,
-            "MAILCONSOLE_QUEUE": queue,
-            "MAILCONSOLE_DATABASE_URL": db_url,
-            "MAILCONSOLE_SMTP_HOST": "127.0.0.1",
-            "MAILCONSOLE_SMTP_PORT": str(port),
-            "MAILCONSOLE_SMTP_TIMEOUT": "5",
-            "MAILCONSOLE_RETRY_BASE_DELAY": "0.05",
-            "MAILCONSOLE_RETRY_MAX_DELAY": "0.2",
-            "MAILCONSOLE_HEARTBEAT_INTERVAL": "0.3",
-            "MAILCONSOLE_SCHEDULER_INTERVAL": "0.05",
-            "MAILCONSOLE_REQUEUE_STALE_AFTER": "5",
-            "MAILCONSOLE_CONCURRENCY": "8",
-            "MAILCONSOLE_CONFIG": "/dev/null",
-            "MAILCONSOLE_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mailconsole", "--no-ui"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
 
 
 async def wait_received(server: FaultySMTPServer, n: int, timeout: float = 30) -> None:
@@ -58,11 +22,6 @@ async def wait_received(server: FaultySMTPServer, n: int, timeout: float = 30) -
         return len(server.received) >= n
 
     await wait_until(enough, timeout, f"{n} messages at the SMTP server")
-
-
-async def rows(db: Database) -> list[MessageRow]:
-    async with db.read() as session:
-        return list((await session.execute(select(MessageRow))).scalars())
 
 
 async def test_sigkill_mid_stream_then_restart_loses_nothing(
