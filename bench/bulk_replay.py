@@ -19,7 +19,6 @@ import collections
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from sqlalchemy import func, insert, select
 
-from mailconsole.config import Settings
-from mailconsole.engine.ops import Ops
-from mailconsole.engine.runtime import Engine
-from mailconsole.engine.store.cause_index import cause_rows_of
-from mailconsole.engine.store.db import Database
-from mailconsole.engine.store.models import CauseRow, MessageRow, RecipientRow
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the other benchmarks live beside it
+    sys.path.insert(0, str(ROOT))
+
+from bench.throughput import (  # noqa: E402
+    delete_queue,
+    engine_parser,
+    free_port,
+    wait_port,
+)
+from mailconsole.config import Settings  # noqa: E402
+from mailconsole.engine.ops import Ops  # noqa: E402
+from mailconsole.engine.runtime import Engine  # noqa: E402
+from mailconsole.engine.store.cause_index import cause_rows_of  # noqa: E402
+from mailconsole.engine.store.db import Database  # noqa: E402
+from mailconsole.engine.store.models import CauseRow, MessageRow, RecipientRow  # noqa: E402
 
 # An aiosmtpd sink that records the Message-ID of each accepted message, one a line.
 SINK = """\
@@ -54,23 +62,6 @@ Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[1])).start()
 while True:
     time.sleep(3600)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"SMTP sink did not start on port {port}")
 
 
 async def seed_dead(db: Database, n: int, chunk: int = 5000) -> None:
@@ -132,13 +123,6 @@ async def count_sent(db: Database) -> int:
     async with db.read() as session:
         stmt = select(func.count()).select_from(MessageRow)
         return int(await session.scalar(stmt.where(MessageRow.status == "sent")) or 0)
-
-
-async def delete_queue(url: str, queue: str) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(queue)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -226,15 +210,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--pool", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--prefetch", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=200)
-    parser.add_argument(
-        "--database-url", help="store URL (default: SQLite in a temp dir)"
-    )
+    parser = engine_parser(__doc__, 10_000)
     parser.add_argument(
         "--engine-after",
         action="store_true",

@@ -159,9 +159,11 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=5000)
+def engine_parser(doc: str, messages: int) -> argparse.ArgumentParser:
+    """The flags every engine benchmark takes: how many messages, the engine's
+    tuning and the store."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=messages)
     parser.add_argument("--pool", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--prefetch", type=int, default=400)
@@ -169,7 +171,11 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="store URL (default: SQLite in a temp dir)"
     )
-    asyncio.run(run(parser.parse_args()))
+    return parser
+
+
+def main() -> None:
+    asyncio.run(run(engine_parser(__doc__, 5000).parse_args()))
 
 
 if __name__ == "__main__":
