@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote, unquote, urlsplit
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 MANAGEMENT_PORT = 15672
 TIMEOUT = 2.0
+SAMPLE_INTERVAL = 5.0
+"""RabbitMQ's default ``collect_statistics_interval``: asking more often than this
+returns the same figure."""
 
 
 def management_url_for(amqp_url: str) -> str:
@@ -76,3 +80,21 @@ async def unacked(
         # The credentials are in the URL: name only the host.
         log.debug("unacked count from %s: %s", urlsplit(url).netloc, exc)
         return None
+
+
+class UnackedCount:
+    """:func:`unacked` for one queue, asked at most once per :data:`SAMPLE_INTERVAL`
+    (the live screen refreshes every second; the broker's figure does not)."""
+
+    def __init__(self, management_url: str, queue: str) -> None:
+        self.management_url = management_url
+        self.queue = queue
+        self._value: int | None = None
+        self._asked = -SAMPLE_INTERVAL
+
+    async def get(self) -> int | None:
+        now = time.monotonic()
+        if now - self._asked >= SAMPLE_INTERVAL:
+            self._asked = now
+            self._value = await unacked(self.management_url, self.queue)
+        return self._value

@@ -96,6 +96,12 @@ class Ops:
         self._queries = Queries(db)
         self._publish = RefPublisher(broker, bus, clock, settings.requeue_stale_after)
         self._admin = AdminStore(db)
+        management = management_url(settings)
+        self._unacked = (
+            broker_stats.UnackedCount(management, settings.queue)
+            if management
+            else None
+        )
         self._owned = False
 
     @classmethod
@@ -195,8 +201,8 @@ class Ops:
         store = await read_stats(self.db, now)
         depth = await self.broker.depth() if self.broker is not None else None
         unacked = None
-        if depth is not None and (management := management_url(self.settings)):
-            unacked = await broker_stats.unacked(management, self.settings.queue)
+        if depth is not None and self._unacked is not None:
+            unacked = await self._unacked.get()
         oldest = store.oldest_waiting
         return Stats(
             by_status=store.by_status,

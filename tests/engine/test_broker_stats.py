@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -116,3 +119,33 @@ def test_the_setting_derives_names_or_turns_off_the_api(
         {"amqp_url": "amqp://app:pw@mq:5672/", "amqp_management_url": configured}
     )
     assert management_url(settings) == asked
+
+
+async def test_the_count_is_asked_once_per_sample_interval() -> None:
+    """A stand-in management API on loopback counts the questions."""
+    asked: list[str] = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps({"messages_unacknowledged": 7}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        count = broker_stats.UnackedCount(
+            f"http://u:p@127.0.0.1:{server.server_address[1]}/", "mail"
+        )
+        assert [await count.get() for _ in range(5)] == [7] * 5
+        assert asked == ["/api/queues/%2F/mail"]
+    finally:
+        server.shutdown()
+        server.server_close()
